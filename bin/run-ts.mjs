@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// Runs one TypeScript entry file under Node (used by npm scripts such as `bench`).
+import { pathToFileURL } from "node:url";
+import { resolve } from "node:path";
+import { register } from "tsx/esm/api";
+
+register();
+const [entry, ...rest] = process.argv.slice(2);
+if (!entry) {
+  console.error("usage: run-ts.mjs <file.ts> [args...]");
+  process.exit(2);
+}
+process.argv = [process.argv[0] ?? "node", entry, ...rest];
+await import(pathToFileURL(resolve(entry)).href);
