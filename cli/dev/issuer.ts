@@ -57,7 +57,7 @@ export interface DevIssuerOptions {
   orgClaim?: string;
 }
 
-interface SigningKey {
+export interface SigningKey {
   kid: string;
   alg: DevAlg;
   privateJwk: JWK;
@@ -65,6 +65,36 @@ interface SigningKey {
 }
 
 const ALGS: DevAlg[] = ["ES256", "RS256", "EdDSA"];
+
+/** Signs a dev token with the newest key of `alg` in `keys`. Used by the server and, offline, by the CLI. */
+export async function mintDevToken(
+  keys: readonly SigningKey[],
+  defaults: { issuer: string; audience: string; orgClaim: string },
+  claims: DevClaims = {},
+  options: MintOptions = {},
+): Promise<string> {
+  const alg = options.alg ?? "ES256";
+  const key = [...keys].reverse().find((k) => k.alg === alg);
+  if (!key) throw new Error(`dev issuer has no ${alg} key`);
+  const now = Math.floor(Date.now() / 1000);
+  const scope = Array.isArray(claims.scope) ? claims.scope.join(" ") : claims.scope;
+  const payload: Record<string, unknown> = {
+    ...(claims.org === undefined ? {} : { [defaults.orgClaim]: claims.org }),
+    ...(scope === undefined ? {} : { scope }),
+    ...(claims.amr === undefined ? {} : { amr: claims.amr }),
+    ...claims.extra,
+  };
+  const jwt = new SignJWT(payload)
+    .setProtectedHeader({ alg: key.alg, kid: options.kid ?? key.kid, typ: "JWT" })
+    .setIssuer(options.issuer ?? defaults.issuer)
+    .setAudience(options.audience ?? defaults.audience)
+    .setSubject(claims.sub ?? "dev-admin")
+    .setIssuedAt(now)
+    .setJti(randomUUID())
+    .setExpirationTime(now + (claims.expiresInSec ?? 3600));
+  if (claims.notBeforeSec !== undefined) jwt.setNotBefore(now + claims.notBeforeSec);
+  return jwt.sign(await importJWK(key.privateJwk, key.alg));
+}
 
 async function newKey(alg: DevAlg): Promise<SigningKey> {
   const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true });
@@ -78,7 +108,7 @@ async function newKeySet(): Promise<SigningKey[]> {
   return Promise.all(ALGS.map(newKey));
 }
 
-async function loadOrCreateKeys(keyFile: string | undefined): Promise<SigningKey[]> {
+export async function loadOrCreateKeys(keyFile: string | undefined): Promise<SigningKey[]> {
   if (keyFile && existsSync(keyFile)) {
     const parsed = JSON.parse(await readFile(keyFile, "utf8")) as { keys: SigningKey[] };
     if (!Array.isArray(parsed.keys) || parsed.keys.length === 0) {
@@ -102,12 +132,6 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
   const audience = options.audience ?? "keyhole";
   const orgClaim = options.orgClaim ?? "org";
   let keys = await loadOrCreateKeys(options.keyFile);
-  /** Newest key per alg signs; every key in `keys` is published. */
-  const current = (alg: DevAlg): SigningKey => {
-    const key = [...keys].reverse().find((k) => k.alg === alg);
-    if (!key) throw new Error(`dev issuer has no ${alg} key`);
-    return key;
-  };
 
   let issuer = "";
   const server: Server = createServer((req, res) => {
@@ -143,27 +167,8 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
     audience,
     orgClaim,
     jwksUrl: `${issuer}/jwks.json`,
-    async mint(claims = {}, mintOptions = {}) {
-      const key = current(mintOptions.alg ?? "ES256");
-      const now = Math.floor(Date.now() / 1000);
-      const scope = Array.isArray(claims.scope) ? claims.scope.join(" ") : claims.scope;
-      const payload: Record<string, unknown> = {
-        ...(claims.org === undefined ? {} : { [orgClaim]: claims.org }),
-        ...(scope === undefined ? {} : { scope }),
-        ...(claims.amr === undefined ? {} : { amr: claims.amr }),
-        ...claims.extra,
-      };
-      const jwt = new SignJWT(payload)
-        .setProtectedHeader({ alg: key.alg, kid: mintOptions.kid ?? key.kid, typ: "JWT" })
-        .setIssuer(mintOptions.issuer ?? issuer)
-        .setAudience(mintOptions.audience ?? audience)
-        .setSubject(claims.sub ?? "dev-admin")
-        .setIssuedAt(now)
-        .setJti(randomUUID())
-        .setExpirationTime(now + (claims.expiresInSec ?? 3600));
-      if (claims.notBeforeSec !== undefined) jwt.setNotBefore(now + claims.notBeforeSec);
-      return jwt.sign(await importJWK(key.privateJwk, key.alg));
-    },
+    mint: (claims = {}, mintOptions = {}) =>
+      mintDevToken(keys, { issuer, audience, orgClaim }, claims, mintOptions),
     async rotateKey(rotate = {}) {
       const fresh = await newKeySet();
       keys = rotate.dropOld ? fresh : [...keys, ...fresh];
