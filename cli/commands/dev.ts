@@ -3,7 +3,6 @@
  * the issuer's key file in the data folder (the stack records the issuer's URL there when it starts).
  */
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { SCOPES } from "../../core/contract/index.ts";
 import { reportError } from "../client.ts";
