@@ -1,0 +1,173 @@
+/**
+ * Opens the signer's libSQL database: an embedded file (`file:...`, the default) or a libSQL server
+ * (`libsql://...` with an auth token). Migrations from db/migrations are applied before it is handed
+ * out. Files run in WAL mode with a busy timeout, so readers never wait for the writer and a second
+ * process waits briefly instead of failing at once.
+ *
+ * Two clients share the database: `read` (a pool, for concurrent queries) and `write` (one
+ * connection, used by exactly one writer at a time — the store serialises writes through it, which is
+ * also what keeps the audit hash chain linear).
+ */
+import { statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Client, createClient, LibsqlError } from "@libsql/client";
+import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
+import { migrate } from "drizzle-orm/libsql/migrator";
+import { KeyholeError } from "../core/errors.ts";
+import * as schema from "./schema.ts";
+
+export const MIGRATIONS_FOLDER = resolve(dirname(fileURLToPath(import.meta.url)), "migrations");
+
+export type Orm = LibSQLDatabase<typeof schema>;
+
+export interface DatabaseOptions {
+  /** `file:relative/or/absolute.db`, `file:///abs.db`, `libsql://host`, `http(s)://host`. */
+  url: string;
+  /** Bearer token for a libSQL server (Turso). Never logged. */
+  authToken?: string | undefined;
+  /** How long a file connection waits for another writer's lock before failing (default 5000 ms). */
+  busyTimeoutMs?: number | undefined;
+}
+
+export interface Database {
+  /** The URL without credentials, for logs. */
+  readonly url: string;
+  readonly kind: "file" | "remote";
+  readonly read: Orm;
+  readonly write: Orm;
+  readonly readClient: Client;
+  readonly writeClient: Client;
+  /**
+   * Throws storage_unavailable when a file database was deleted or replaced since it was opened
+   * (SQLite would keep writing to the unlinked file and lose every write). Cheap: one stat.
+   */
+  assertReachable(): void;
+  close(): Promise<void>;
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  const url = options.url.trim();
+  const kind = url.startsWith("file:") ? "file" : remoteScheme(url) ? "remote" : null;
+  if (kind === null) {
+    throw new KeyholeError(
+      "storage_unavailable",
+      `database URL must start with file:, libsql:, http(s): or ws(s): (got ${JSON.stringify(redactUrl(url).slice(0, 60))})`,
+    );
+  }
+  const timeout = options.busyTimeoutMs ?? 5000;
+  const base = {
+    url,
+    ...(options.authToken ? { authToken: options.authToken } : {}),
+    ...(kind === "file" ? { timeout } : {}),
+  };
+  let readClient: Client | undefined;
+  let writeClient: Client | undefined;
+  try {
+    writeClient = createClient({ ...base, concurrency: 1 });
+    if (kind === "file") {
+      await writeClient.execute("PRAGMA journal_mode = WAL");
+    }
+    await writeClient.execute("PRAGMA foreign_keys = ON");
+    const write = drizzle(writeClient, { schema });
+    await migrate(write, { migrationsFolder: MIGRATIONS_FOLDER });
+    readClient = createClient({ ...base, concurrency: 8 });
+    const read = drizzle(readClient, { schema });
+    await readClient.execute("SELECT 1");
+    const fileIdentity = kind === "file" ? identityOf(filePathOf(url)) : null;
+    const path = kind === "file" ? filePathOf(url) : null;
+    const rc = readClient;
+    const wc = writeClient;
+    return {
+      url: redactUrl(url),
+      kind,
+      read,
+      write,
+      readClient: rc,
+      writeClient: wc,
+      assertReachable() {
+        if (path === null || fileIdentity === null || path === ":memory:") return;
+        const now = identityOf(path);
+        if (now === null || now !== fileIdentity) {
+          throw new KeyholeError(
+            "storage_unavailable",
+            "the database file is gone or was replaced; restart the signer",
+          );
+        }
+      },
+      async close() {
+        rc.close();
+        wc.close();
+      },
+    };
+  } catch (e) {
+    readClient?.close();
+    writeClient?.close();
+    throw toStorageError(e, `cannot open the database ${redactUrl(url)}`);
+  }
+}
+
+function remoteScheme(url: string): boolean {
+  return /^(libsql|https?|wss?):\/\//.test(url);
+}
+
+/** The path SQLite opens for a `file:` URL (query string dropped). */
+export function filePathOf(url: string): string {
+  const withoutQuery = url.replace(/\?.*$/, "");
+  if (withoutQuery.startsWith("file://")) return decodeURIComponent(new URL(withoutQuery).pathname);
+  return decodeURIComponent(withoutQuery.slice("file:".length));
+}
+
+function identityOf(path: string): string | null {
+  if (path === ":memory:") return "memory";
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The URL with any userinfo and query (which may carry a token) removed. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^/@]*@/, "//").replace(/\?.*$/, "");
+}
+
+const STORAGE_CODES =
+  /^(SQLITE_(READONLY|BUSY|LOCKED|CANTOPEN|IOERR|FULL|CORRUPT|NOTADB|PERM|PROTOCOL|AUTH|NOMEM|INTERRUPT|ABORT)|CLIENT_CLOSED|TRANSACTION_ACTIVE|SERVER_ERROR|HRANA_|HRANA_WEBSOCKET|URL_|STREAM_|WEBSOCKETS_|PROTOCOL_|HTTP_)/;
+
+/** True when the error says the database is unusable (read-only, locked, gone, unreachable). */
+export function isStorageFailure(e: unknown): boolean {
+  if (e instanceof KeyholeError) return e.code === "storage_unavailable";
+  const code = libsqlCode(e);
+  if (code !== null) return STORAGE_CODES.test(code);
+  const msg = e instanceof Error ? e.message : String(e);
+  return /ECONNREFUSED|ECONNRESET|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|fetch failed|socket|readonly|read-only|locked|busy|unable to open|disk I\/O/i.test(
+    msg,
+  );
+}
+
+/** The libSQL/SQLite error code (extended when available), e.g. SQLITE_CONSTRAINT_UNIQUE. */
+export function libsqlCode(e: unknown): string | null {
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; depth++) {
+    if (cur instanceof LibsqlError) {
+      return cur.extendedCode ?? cur.code;
+    }
+    const c = (cur as { code?: unknown }).code;
+    if (typeof c === "string" && /^(SQLITE_|HRANA|CLIENT_|TRANSACTION_)/.test(c)) return c;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/** Wraps a database failure as storage_unavailable; the cause is kept for logs, the message is generic. */
+export function toStorageError(e: unknown, what: string): KeyholeError {
+  if (e instanceof KeyholeError) return e;
+  const code = libsqlCode(e) ?? (e instanceof Error ? e.name : "unknown");
+  return new KeyholeError(
+    "storage_unavailable",
+    `${what}: storage is unavailable (${code})`,
+    undefined,
+    { cause: e },
+  );
+}
