@@ -1,0 +1,66 @@
+/**
+ * The signer process (Bun only): reads its configuration, opens the database and key custody, and
+ * serves the app over mutual TLS. There is one listener, with one top-level `tls` object that demands
+ * a client certificate from the relay CA (invariant 4); no plain HTTP port exists. Prints one JSON line
+ * `{"msg":"signer ready",...}` when it accepts connections, for scripts to wait on.
+ */
+import { createOidcVerifier } from "../core/auth/oidc.ts";
+import { openDatabase } from "../db/client.ts";
+import { createSignerApp } from "./app.ts";
+import { signerConfigFromEnv } from "./config.ts";
+import { createCustody } from "./custody/index.ts";
+import { jsonLineLogger } from "./log.ts";
+import { createSignerStore } from "./store/index.ts";
+
+const logger = jsonLineLogger();
+
+async function startSigner(): Promise<void> {
+  const config = signerConfigFromEnv(process.env);
+  const db = await openDatabase({ url: config.db.url, authToken: config.db.authToken });
+  const store = await createSignerStore(db);
+  const custody = await createCustody(config.custody);
+  const oidc = createOidcVerifier(config.oidc);
+  const app = createSignerApp({
+    store,
+    custody,
+    oidc,
+    region: config.region,
+    logger,
+    nebulaListenPort: config.nebulaListenPort,
+  });
+  const server = Bun.serve({
+    port: config.listen.port,
+    hostname: config.listen.host,
+    fetch: app.fetch,
+    tls: {
+      cert: Bun.file(config.tls.certFile),
+      key: Bun.file(config.tls.keyFile),
+      ca: Bun.file(config.tls.clientCaFile),
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+  });
+  const host = config.listen.host.includes(":") ? `[${config.listen.host}]` : config.listen.host;
+  logger.log("info", "signer ready", {
+    region: config.region,
+    url: `https://${host}:${server.port}`,
+    custody: custody.label,
+    regions: custody.regions,
+  });
+  const stop = async (signal: string) => {
+    logger.log("info", "signer stopping", { signal });
+    await server.stop();
+    await store.close().catch(() => {});
+    await custody.close().catch(() => {});
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+}
+
+startSigner().catch((e: unknown) => {
+  logger.log("error", "signer failed to start", {
+    error: e instanceof Error ? e.message : String(e),
+  });
+  process.exit(1);
+});
