@@ -14,7 +14,13 @@
  *   (group commit); each write is isolated by a savepoint, so one failing write never affects another.
  * - Times are `Date`s in records; views (core/contract) carry ISO strings.
  */
-import type { AuditRowView, CaView, CertificateView, HostView, NetworkView } from "../../core/contract/api.ts";
+import type {
+  AuditRowView,
+  CaView,
+  CertificateView,
+  HostView,
+  NetworkView,
+} from "../../core/contract/api.ts";
 
 export type Curve = "25519" | "P256";
 export type CertVersion = 1 | 2;

@@ -1,0 +1,933 @@
+/**
+ * The signer's store over libSQL: `SignerStore` (./types.ts) implemented with drizzle-orm. Reads go
+ * straight to the pooled read client; every write goes through the single group-committing writer
+ * (./writer.ts), so each multi-row change (network + CA + sealed keys + audit, certificate + consumed
+ * credential + next host token + audit) is one transaction and the audit chain stays linear.
+ */
+import {
+  and,
+  desc,
+  eq,
+  getTableColumns,
+  gt,
+  gte,
+  inArray,
+  isNotNull,
+  isNull,
+  lte,
+  max,
+} from "drizzle-orm";
+import type {
+  AuditRowView,
+  CaView,
+  CertificateView,
+  HostView,
+  NetworkView,
+} from "../../core/contract/api.ts";
+import { KeyholeError } from "../../core/errors.ts";
+import {
+  type Database,
+  type DatabaseOptions,
+  isStorageFailure,
+  libsqlCode,
+  type Orm,
+  openDatabase,
+  toStorageError,
+} from "../../db/client.ts";
+import {
+  auditEvents,
+  caSealedKeys,
+  cas,
+  certificates,
+  enrollmentCodes,
+  hosts,
+  hostTokens,
+  idempotency,
+  networks,
+} from "../../db/schema.ts";
+import { allocateAddress, canonicalNetworkCidrs } from "./addresses.ts";
+import { appendAudit, toAuditView, verifyChain } from "./audit.ts";
+import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
+import type {
+  AuditEventInput,
+  AuditFilter,
+  BlockResult,
+  CaRecord,
+  CertificateRecord,
+  CreateNetworkInput,
+  HostCredential,
+  HostRecord,
+  IssuanceInput,
+  IssuanceResult,
+  NetworkRecord,
+  NewCa,
+  RegisteredHost,
+  RegisterHostInput,
+  RotateCaInput,
+  SealedCaKey,
+  SignerStore,
+  SignerStoreOptions,
+} from "./types.ts";
+import { createWriter, type JobResult, type WriterStats, type WriteTx } from "./writer.ts";
+
+export { canonicalJson, GENESIS_HASH, lastAuditHash } from "./audit.ts";
+export { hashSecret, newId } from "./secrets.ts";
+export type * from "./types.ts";
+
+type NetworkRow = typeof networks.$inferSelect;
+type CaRow = typeof cas.$inferSelect;
+type CertRow = typeof certificates.$inferSelect;
+type HostRow = typeof hosts.$inferSelect & { org: string };
+type Reader = Orm | WriteTx;
+
+const INVALID_CODE =
+  "the enrollment code is unknown, already used or expired; ask an admin to register the host again";
+const INVALID_TOKEN = "the host token is unknown; enroll the host again with a new enrollment code";
+
+/** A store plus what operators and tests may inspect. */
+export interface SignerStoreHandle extends SignerStore {
+  readonly database: Database;
+  writerStats(): WriterStats;
+}
+
+/** Opens the database (migrations applied) and returns the store over it. */
+export async function openSignerStore(
+  options: DatabaseOptions & SignerStoreOptions,
+): Promise<SignerStoreHandle> {
+  const db = await openDatabase(options);
+  return createSignerStore(db, options);
+}
+
+export function createSignerStore(
+  db: Database,
+  options: SignerStoreOptions = {},
+): SignerStoreHandle {
+  const clock = options.clock ?? (() => new Date());
+  const writer = createWriter(db, options.maxBatch ?? 256);
+  const orm = db.read;
+  let closed = false;
+
+  async function read<T>(what: string, query: () => Promise<T>): Promise<T> {
+    if (closed) throw new KeyholeError("storage_unavailable", "the store is closed");
+    try {
+      db.assertReachable();
+      return await query();
+    } catch (e) {
+      if (isStorageFailure(e)) throw toStorageError(e, what);
+      throw e;
+    }
+  }
+
+  function write<T>(run: (tx: WriteTx, now: Date) => Promise<JobResult<T>>): Promise<T> {
+    if (closed)
+      return Promise.reject(new KeyholeError("storage_unavailable", "the store is closed"));
+    return writer.submit((tx) => run(tx, clock()));
+  }
+
+  // ---- row mapping ----
+
+  function networkRecord(row: NetworkRow): NetworkRecord {
+    return {
+      id: row.id,
+      org: row.org,
+      name: row.name,
+      cidrs: row.cidrs,
+      curve: row.curve,
+      certVersion: row.certVersion,
+      groups: row.groups ?? null,
+      createdAt: row.createdAt,
+    };
+  }
+
+  function caRecord(row: CaRow, keys: SealedCaKey[]): CaRecord {
+    return {
+      id: row.id,
+      networkId: row.networkId,
+      org: row.org,
+      certificate: row.certificate,
+      fingerprint: row.fingerprint,
+      notBefore: row.notBefore,
+      notAfter: row.notAfter,
+      state: row.state,
+      createdAt: row.createdAt,
+      sealedKeys: keys,
+    };
+  }
+
+  function hostRecord(row: HostRow): HostRecord {
+    return {
+      id: row.id,
+      networkId: row.networkId,
+      org: row.org,
+      name: row.name,
+      ip: row.ip,
+      groups: row.groups,
+      lighthouse: row.lighthouse,
+      staticAddrs: row.staticAddrs,
+      state: row.state,
+      certLifetimeS: row.certLifetimeS,
+      createdAt: row.createdAt,
+    };
+  }
+
+  function certRecord(row: CertRow): CertificateRecord {
+    return {
+      fingerprint: row.fingerprint,
+      hostId: row.hostId,
+      networkId: row.networkId,
+      caId: row.caId,
+      pem: row.pem,
+      notBefore: row.notBefore,
+      notAfter: row.notAfter,
+      revokedAt: row.revokedAt,
+      createdAt: row.createdAt,
+    };
+  }
+
+  async function loadCas(r: Reader, rows: CaRow[]): Promise<CaRecord[]> {
+    if (rows.length === 0) return [];
+    const keys = await r
+      .select()
+      .from(caSealedKeys)
+      .where(
+        inArray(
+          caSealedKeys.caId,
+          rows.map((c) => c.id),
+        ),
+      );
+    return rows.map((row) =>
+      caRecord(
+        row,
+        keys
+          .filter((k) => k.caId === row.id)
+          .map((k) => ({
+            region: k.region,
+            keyId: k.keyId,
+            ciphertext: new Uint8Array(k.ciphertext),
+          })),
+      ),
+    );
+  }
+
+  const hostColumns = { ...getTableColumns(hosts), org: networks.org };
+  async function selectHost(r: Reader, id: string): Promise<HostRow | undefined> {
+    const rows = await r
+      .select(hostColumns)
+      .from(hosts)
+      .innerJoin(networks, eq(hosts.networkId, networks.id))
+      .where(eq(hosts.id, id));
+    return rows[0];
+  }
+
+  async function selectNetwork(r: Reader, id: string): Promise<NetworkRow | undefined> {
+    return (await r.select().from(networks).where(eq(networks.id, id)))[0];
+  }
+
+  async function insertCa(
+    tx: WriteTx,
+    networkId: string,
+    org: string,
+    ca: NewCa,
+    now: Date,
+  ): Promise<CaRecord> {
+    const row = {
+      id: ca.id,
+      networkId,
+      org,
+      certificate: ca.certificate,
+      fingerprint: ca.fingerprint,
+      notBefore: ca.notBefore,
+      notAfter: ca.notAfter,
+      state: "active" as const,
+      createdAt: now,
+    };
+    await tx.insert(cas).values(row);
+    await tx.insert(caSealedKeys).values(
+      ca.sealedKeys.map((k) => ({
+        caId: ca.id,
+        region: k.region,
+        keyId: k.keyId,
+        ciphertext: Buffer.from(k.ciphertext),
+      })),
+    );
+    return caRecord(
+      row,
+      ca.sealedKeys.map((k) => ({ ...k, ciphertext: new Uint8Array(k.ciphertext) })),
+    );
+  }
+
+  async function appendAll(
+    tx: WriteTx,
+    events: readonly AuditEventInput[],
+    now: Date,
+  ): Promise<AuditRowView[]> {
+    const out: AuditRowView[] = [];
+    for (const e of events) out.push(await appendAudit(tx, e, now));
+    return out;
+  }
+
+  /** Blocks a host inside `tx`: state, certificates revoked, tokens retired. */
+  async function blockInTx(tx: WriteTx, hostId: string, now: Date): Promise<string[]> {
+    await tx.update(hosts).set({ state: "blocked" }).where(eq(hosts.id, hostId));
+    const revoked = await tx
+      .update(certificates)
+      .set({ revokedAt: now })
+      .where(and(eq(certificates.hostId, hostId), isNull(certificates.revokedAt)))
+      .returning({ fingerprint: certificates.fingerprint });
+    await tx
+      .update(hostTokens)
+      .set({ state: "rotated" })
+      .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
+    return revoked.map((r) => r.fingerprint).sort();
+  }
+
+  async function mintHostToken(
+    tx: WriteTx,
+    hostId: string,
+    now: Date,
+  ): Promise<{ value: string; generation: number }> {
+    await tx
+      .update(hostTokens)
+      .set({ state: "rotated" })
+      .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
+    const last = await tx
+      .select({ g: max(hostTokens.generation) })
+      .from(hostTokens)
+      .where(eq(hostTokens.hostId, hostId));
+    const generation = (last[0]?.g ?? 0) + 1;
+    const token = mintSecret(HOST_TOKEN_PREFIX);
+    await tx
+      .insert(hostTokens)
+      .values({ hash: token.hash, hostId, generation, state: "current", createdAt: now });
+    return { value: token.value, generation };
+  }
+
+  function requireSealedKeys(ca: NewCa): void {
+    if (ca.sealedKeys.length === 0) {
+      throw new KeyholeError(
+        "internal",
+        "a CA must be stored with at least one sealed copy of its key",
+      );
+    }
+  }
+
+  const store: SignerStoreHandle = {
+    database: db,
+    writerStats: () => writer.stats(),
+
+    // ---- networks and CAs ----
+
+    async createNetwork(input: CreateNetworkInput): Promise<NetworkRecord> {
+      const cidrs = canonicalNetworkCidrs(input.cidrs);
+      requireSealedKeys(input.ca);
+      return write(async (tx, now) => {
+        const taken = await tx
+          .select({ id: networks.id })
+          .from(networks)
+          .where(and(eq(networks.org, input.org), eq(networks.name, input.name)));
+        if (taken.length > 0)
+          throw nameTaken(
+            `a network named ${JSON.stringify(input.name)} already exists; pick another name`,
+          );
+        const row = {
+          id: input.id,
+          org: input.org,
+          name: input.name,
+          cidrs,
+          curve: input.curve,
+          certVersion: input.certVersion,
+          groups: input.groups,
+          createdAt: now,
+        };
+        await tx.insert(networks).values(row).catch(constraintToApi);
+        await insertCa(tx, input.id, input.org, input.ca, now);
+        await appendAll(tx, input.audit, now);
+        return { value: networkRecord(row) };
+      });
+    },
+
+    getNetwork: (id) =>
+      read("reading the network", async () => {
+        const row = await selectNetwork(orm, id);
+        return row ? networkRecord(row) : null;
+      }),
+
+    getNetworkForOrg: (org, id) =>
+      read("reading the network", async () => {
+        const row = await selectNetwork(orm, id);
+        return row && row.org === org ? networkRecord(row) : null;
+      }),
+
+    listNetworks: (org) =>
+      read("listing networks", async () => {
+        const rows = await orm
+          .select()
+          .from(networks)
+          .where(eq(networks.org, org))
+          .orderBy(networks.createdAt, networks.id);
+        return rows.map(networkRecord);
+      }),
+
+    listCas: (networkId) =>
+      read("listing CAs", async () => {
+        const rows = await orm
+          .select()
+          .from(cas)
+          .where(eq(cas.networkId, networkId))
+          .orderBy(desc(cas.createdAt));
+        return loadCas(orm, rows);
+      }),
+
+    getActiveCa: (networkId) =>
+      read("reading the CA", async () => {
+        const rows = await orm
+          .select()
+          .from(cas)
+          .where(and(eq(cas.networkId, networkId), eq(cas.state, "active")));
+        const [ca] = await loadCas(orm, rows);
+        if (!ca) throw new KeyholeError("not_found", "this network has no active CA");
+        return ca;
+      }),
+
+    caBundle: (networkId) =>
+      read("reading the CA bundle", async () => bundleOf(await trustedCas(networkId))),
+
+    async rotateCa(input: RotateCaInput): Promise<CaRecord> {
+      requireSealedKeys(input.ca);
+      return write(async (tx, now) => {
+        const net = await selectNetwork(tx, input.networkId);
+        if (!net) throw new KeyholeError("not_found", "no such network");
+        await tx
+          .update(cas)
+          .set({ state: input.retirePrevious ? "retired" : "previous" })
+          .where(and(eq(cas.networkId, input.networkId), eq(cas.state, "active")));
+        if (input.retirePrevious) {
+          await tx
+            .update(cas)
+            .set({ state: "retired" })
+            .where(and(eq(cas.networkId, input.networkId), eq(cas.state, "previous")));
+        }
+        const ca = await insertCa(tx, input.networkId, net.org, input.ca, now);
+        await appendAll(tx, input.audit, now);
+        return { value: ca };
+      });
+    },
+
+    networkView: (network) =>
+      read("reading the network", async () => {
+        const rows = await orm
+          .select()
+          .from(cas)
+          .where(eq(cas.networkId, network.id))
+          .orderBy(desc(cas.createdAt));
+        const all = rows.map((r) => caRecord(r, []));
+        const view: NetworkView = {
+          id: network.id,
+          org: network.org,
+          name: network.name,
+          cidrs: network.cidrs,
+          curve: network.curve,
+          certVersion: network.certVersion,
+          groups: network.groups,
+          cas: all.map((c) => store.caView(c)),
+          caBundle: bundleOf(trustedOf(all, clock())),
+          createdAt: network.createdAt.toISOString(),
+        };
+        return view;
+      }),
+
+    caView(ca: CaRecord): CaView {
+      return {
+        id: ca.id,
+        fingerprint: ca.fingerprint,
+        certificate: ca.certificate,
+        notBefore: ca.notBefore.toISOString(),
+        notAfter: ca.notAfter.toISOString(),
+        state: ca.state,
+      };
+    },
+
+    // ---- hosts ----
+
+    async registerHost(input: RegisterHostInput): Promise<RegisteredHost> {
+      if (!(Number.isInteger(input.certLifetimeS) && input.certLifetimeS > 0)) {
+        throw new KeyholeError(
+          "invalid_duration",
+          "certLifetime must be a positive duration such as 720h",
+        );
+      }
+      if (!(Number.isInteger(input.codeTtlS) && input.codeTtlS > 0)) {
+        throw new KeyholeError(
+          "invalid_duration",
+          "codeTtl must be a positive duration such as 24h",
+        );
+      }
+      return write(async (tx, now) => {
+        const net = await selectNetwork(tx, input.networkId);
+        if (!net) throw new KeyholeError("not_found", "no such network");
+        const sameName = await tx
+          .select({ id: hosts.id })
+          .from(hosts)
+          .where(and(eq(hosts.networkId, net.id), eq(hosts.name, input.name)));
+        if (sameName.length > 0) {
+          throw nameTaken(
+            `a host named ${JSON.stringify(input.name)} already exists in this network; pick another name`,
+          );
+        }
+        const used = await tx
+          .select({ ip: hosts.ip })
+          .from(hosts)
+          .where(eq(hosts.networkId, net.id));
+        const ip = allocateAddress(net.cidrs, new Set(used.map((u) => u.ip)), input.ip);
+        const id = newHostId();
+        const row = {
+          id,
+          networkId: net.id,
+          name: input.name,
+          ip,
+          groups: [...input.groups],
+          lighthouse: input.lighthouse,
+          staticAddrs: [...input.staticAddrs],
+          state: "pending" as const,
+          certLifetimeS: input.certLifetimeS,
+          createdAt: now,
+        };
+        await tx.insert(hosts).values(row).catch(constraintToApi);
+        const code = mintSecret(ENROLLMENT_CODE_PREFIX);
+        const codeExpiresAt = new Date(now.getTime() + input.codeTtlS * 1000);
+        await tx
+          .insert(enrollmentCodes)
+          .values({ hash: code.hash, hostId: id, expiresAt: codeExpiresAt, usedAt: null });
+        await appendAll(
+          tx,
+          input.audit.map((e) => ({
+            ...e,
+            detail: { ...e.detail, hostId: id, name: input.name, ip },
+          })),
+          now,
+        );
+        return {
+          value: {
+            host: hostRecord({ ...row, org: net.org }),
+            enrollmentCode: code.value,
+            codeExpiresAt,
+          },
+        };
+      });
+    },
+
+    getHost: (id) =>
+      read("reading the host", async () => {
+        const row = await selectHost(orm, id);
+        return row ? hostRecord(row) : null;
+      }),
+
+    listHosts: (networkId) =>
+      read("listing hosts", async () => {
+        const rows = await orm
+          .select(hostColumns)
+          .from(hosts)
+          .innerJoin(networks, eq(hosts.networkId, networks.id))
+          .where(eq(hosts.networkId, networkId))
+          .orderBy(hosts.createdAt, hosts.id);
+        return rows.map(hostRecord);
+      }),
+
+    hostView: (host) =>
+      read("reading the host", async () => {
+        const rows = await orm
+          .select({ cert: certificates, caFingerprint: cas.fingerprint })
+          .from(certificates)
+          .innerJoin(cas, eq(certificates.caId, cas.id))
+          .where(eq(certificates.hostId, host.id))
+          .orderBy(desc(certificates.notBefore), desc(certificates.createdAt));
+        const view: HostView = {
+          id: host.id,
+          networkId: host.networkId,
+          name: host.name,
+          ip: host.ip,
+          groups: host.groups,
+          lighthouse: host.lighthouse,
+          staticAddrs: host.staticAddrs,
+          state: host.state,
+          certificates: rows.map((r) => store.certificateView(certRecord(r.cert), r.caFingerprint)),
+          createdAt: host.createdAt.toISOString(),
+        };
+        return view;
+      }),
+
+    certificateView(cert: CertificateRecord, caFingerprint: string): CertificateView {
+      return {
+        fingerprint: cert.fingerprint,
+        certificate: cert.pem,
+        notBefore: cert.notBefore.toISOString(),
+        notAfter: cert.notAfter.toISOString(),
+        caFingerprint,
+        revoked: cert.revokedAt !== null,
+      };
+    },
+
+    blockHost(hostId: string, audit: AuditEventInput[]): Promise<BlockResult> {
+      return write(async (tx, now) => {
+        const row = await selectHost(tx, hostId);
+        if (!row) throw new KeyholeError("not_found", "no such host");
+        const revokedFingerprints = await blockInTx(tx, hostId, now);
+        await appendAll(
+          tx,
+          audit.map((e) => ({
+            ...e,
+            detail: { ...e.detail, hostId, revoked: revokedFingerprints },
+          })),
+          now,
+        );
+        return { value: { host: hostRecord({ ...row, state: "blocked" }), revokedFingerprints } };
+      });
+    },
+
+    blocklist: (networkId) =>
+      read("reading the blocklist", async () => {
+        const rows = await orm
+          .select({ fingerprint: certificates.fingerprint })
+          .from(certificates)
+          .where(
+            and(
+              eq(certificates.networkId, networkId),
+              isNotNull(certificates.revokedAt),
+              gt(certificates.notAfter, clock()),
+            ),
+          )
+          .orderBy(certificates.fingerprint);
+        return rows.map((r) => r.fingerprint);
+      }),
+
+    // ---- credentials ----
+
+    authenticateEnrollmentCode: (code) =>
+      read("checking the enrollment code", async () => {
+        const rows = await orm
+          .select({ code: enrollmentCodes, host: hostColumns, network: networks })
+          .from(enrollmentCodes)
+          .innerJoin(hosts, eq(enrollmentCodes.hostId, hosts.id))
+          .innerJoin(networks, eq(hosts.networkId, networks.id))
+          .where(eq(enrollmentCodes.hash, hashSecret(code)));
+        const found = rows[0];
+        if (
+          !found ||
+          found.code.usedAt !== null ||
+          found.code.expiresAt.getTime() <= clock().getTime()
+        ) {
+          throw new KeyholeError("invalid_enrollment_code", INVALID_CODE);
+        }
+        if (found.host.state === "blocked") throw hostBlocked();
+        return {
+          host: hostRecord(found.host),
+          network: networkRecord(found.network),
+          generation: 0,
+        };
+      }),
+
+    async authenticateHostToken(
+      token: string,
+      trace: { traceId: string },
+    ): Promise<HostCredential> {
+      const hash = hashSecret(token);
+      const found = await read("checking the host token", async () => {
+        const rows = await orm
+          .select({ token: hostTokens, host: hostColumns, network: networks })
+          .from(hostTokens)
+          .innerJoin(hosts, eq(hostTokens.hostId, hosts.id))
+          .innerJoin(networks, eq(hosts.networkId, networks.id))
+          .where(eq(hostTokens.hash, hash));
+        return rows[0];
+      });
+      if (!found) throw new KeyholeError("invalid_host_token", INVALID_TOKEN);
+      if (found.host.state === "blocked") throw hostBlocked();
+      if (found.token.state === "rotated") {
+        await write(async (tx, now) => ({
+          committedError: await blockForReuse(tx, found.host, found.token.generation, trace, now),
+        }));
+      }
+      return {
+        host: hostRecord(found.host),
+        network: networkRecord(found.network),
+        generation: found.token.generation,
+      };
+    },
+
+    // ---- issuance ----
+
+    recordIssuance(input: IssuanceInput): Promise<IssuanceResult> {
+      const cert = input.certificate;
+      const cred = input.credential;
+      if ((cred.kind === "direct") !== (cert.hostId === null)) {
+        return Promise.reject(
+          new KeyholeError(
+            "internal",
+            "direct signing records no host; code and token issuance record their host",
+          ),
+        );
+      }
+      return write(async (tx, now): Promise<JobResult<IssuanceResult>> => {
+        const idem = input.idempotency;
+        if (idem) {
+          const prior = await tx
+            .select()
+            .from(idempotency)
+            .where(and(eq(idempotency.org, idem.org), eq(idempotency.key, idem.key)));
+          const first = prior[0];
+          if (first) {
+            if (first.requestHash !== idem.requestHash) throw idempotencyConflict();
+            return { value: { replayed: true, response: first.response } };
+          }
+        }
+        let host: HostRecord | null = null;
+        let hostToken: string | null = null;
+        if (cred.kind === "enrollment_code") {
+          const used = await tx
+            .update(enrollmentCodes)
+            .set({ usedAt: now })
+            .where(
+              and(
+                eq(enrollmentCodes.hash, hashSecret(cred.code)),
+                isNull(enrollmentCodes.usedAt),
+                gt(enrollmentCodes.expiresAt, now),
+              ),
+            )
+            .returning({ hostId: enrollmentCodes.hostId });
+          if (used[0]?.hostId !== cert.hostId || cert.hostId === null) {
+            throw new KeyholeError("invalid_enrollment_code", INVALID_CODE);
+          }
+          host = await enrolledHost(tx, cert.hostId);
+          hostToken = (await mintHostToken(tx, cert.hostId, now)).value;
+        } else if (cred.kind === "host_token") {
+          const hash = hashSecret(cred.token);
+          const rotated = await tx
+            .update(hostTokens)
+            .set({ state: "rotated" })
+            .where(and(eq(hostTokens.hash, hash), eq(hostTokens.state, "current")))
+            .returning({ hostId: hostTokens.hostId });
+          if (rotated.length === 0) {
+            const known = (await tx.select().from(hostTokens).where(eq(hostTokens.hash, hash)))[0];
+            const knownHost = known ? await selectHost(tx, known.hostId) : undefined;
+            if (!known || !knownHost) throw new KeyholeError("invalid_host_token", INVALID_TOKEN);
+            if (knownHost.state === "blocked") throw hostBlocked();
+            const trace = { traceId: input.audit[0]?.traceId ?? "0".repeat(32) };
+            return {
+              committedError: await blockForReuse(tx, knownHost, known.generation, trace, now),
+            };
+          }
+          if (rotated[0]?.hostId !== cert.hostId || cert.hostId === null) {
+            throw new KeyholeError("invalid_host_token", "the host token belongs to another host");
+          }
+          host = await enrolledHost(tx, cert.hostId);
+          hostToken = (await mintHostToken(tx, cert.hostId, now)).value;
+        }
+        const certRow = {
+          fingerprint: cert.fingerprint,
+          hostId: cert.hostId,
+          networkId: cert.networkId,
+          caId: cert.caId,
+          pem: cert.pem,
+          notBefore: cert.notBefore,
+          notAfter: cert.notAfter,
+          revokedAt: null,
+          idempotencyKey: idem ? `${idem.org}\n${idem.key}` : null,
+          createdAt: now,
+        };
+        await tx.insert(certificates).values(certRow).catch(constraintToApi);
+        const auditRows = await appendAll(tx, input.audit, now);
+        if (idem) {
+          await tx.insert(idempotency).values({
+            org: idem.org,
+            key: idem.key,
+            requestHash: idem.requestHash,
+            response: idem.response ?? null,
+            createdAt: now,
+          });
+        }
+        return {
+          value: { replayed: false, certificate: certRecord(certRow), hostToken, host, auditRows },
+        };
+      });
+    },
+
+    findIdempotentResponse: (org, key, requestHash) =>
+      read("reading the idempotency record", async () => {
+        const rows = await orm
+          .select()
+          .from(idempotency)
+          .where(and(eq(idempotency.org, org), eq(idempotency.key, key)));
+        const first = rows[0];
+        if (!first) return null;
+        if (first.requestHash !== requestHash) throw idempotencyConflict();
+        return first.response;
+      }),
+
+    getCertificate: (fingerprint) =>
+      read("reading the certificate", async () => {
+        const row = (
+          await orm.select().from(certificates).where(eq(certificates.fingerprint, fingerprint))
+        )[0];
+        return row ? certRecord(row) : null;
+      }),
+
+    listCertificates: (hostId) =>
+      read("listing certificates", async () => {
+        const rows = await orm
+          .select()
+          .from(certificates)
+          .where(eq(certificates.hostId, hostId))
+          .orderBy(desc(certificates.notBefore), desc(certificates.createdAt));
+        return rows.map(certRecord);
+      }),
+
+    // ---- audit ----
+
+    recordAudit(events: AuditEventInput[]): Promise<AuditRowView[]> {
+      if (events.length === 0) return Promise.resolve([]);
+      return write(async (tx, now) => ({ value: await appendAll(tx, events, now) }));
+    },
+
+    listAudit: (org, filter: AuditFilter) =>
+      read("reading the audit log", async () => {
+        const limit = Math.max(1, Math.min(1000, Math.floor(filter.limit)));
+        const conditions = [eq(auditEvents.org, org)];
+        if (filter.networkId !== undefined)
+          conditions.push(eq(auditEvents.networkId, filter.networkId));
+        if (filter.traceId !== undefined) conditions.push(eq(auditEvents.traceId, filter.traceId));
+        if (filter.since !== undefined) conditions.push(gte(auditEvents.at, filter.since));
+        if (filter.until !== undefined) conditions.push(lte(auditEvents.at, filter.until));
+        const rows = await orm
+          .select()
+          .from(auditEvents)
+          .where(and(...conditions))
+          .orderBy(desc(auditEvents.seq))
+          .limit(limit);
+        return rows.map(toAuditView);
+      }),
+
+    verifyAuditChain: () => read("verifying the audit chain", () => verifyChain(orm)),
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      await writer.drain();
+      await db.close();
+    },
+  };
+
+  async function trustedCas(networkId: string): Promise<CaRecord[]> {
+    const rows = await orm
+      .select()
+      .from(cas)
+      .where(eq(cas.networkId, networkId))
+      .orderBy(desc(cas.createdAt));
+    return trustedOf(
+      rows.map((r) => caRecord(r, [])),
+      clock(),
+    );
+  }
+
+  async function enrolledHost(tx: WriteTx, hostId: string): Promise<HostRecord> {
+    const row = await selectHost(tx, hostId);
+    if (!row) throw new KeyholeError("not_found", "no such host");
+    if (row.state === "blocked") throw hostBlocked();
+    if (row.state !== "enrolled")
+      await tx.update(hosts).set({ state: "enrolled" }).where(eq(hosts.id, hostId));
+    return hostRecord({ ...row, state: "enrolled" });
+  }
+
+  /** A rotated token came back: block the host, audit it, and report reuse once committed. */
+  async function blockForReuse(
+    tx: WriteTx,
+    host: HostRow,
+    generation: number,
+    trace: { traceId: string },
+    now: Date,
+  ): Promise<KeyholeError> {
+    const current = await selectHost(tx, host.id);
+    if (current && current.state !== "blocked") {
+      const revoked = await blockInTx(tx, host.id, now);
+      await appendAudit(
+        tx,
+        {
+          traceId: trace.traceId,
+          actor: `host:${host.id}`,
+          org: host.org,
+          networkId: host.networkId,
+          action: "host.token_reused",
+          outcome: "denied",
+          detail: { hostId: host.id, tokenGeneration: generation, blocked: true, revoked },
+        },
+        now,
+      );
+    }
+    return new KeyholeError(
+      "host_token_reused",
+      "this host token was already used and replaced; the host is now blocked — an admin must register it again",
+    );
+  }
+
+  return store;
+}
+
+/** Active and previous CAs that have not expired, active first, newest first. */
+function trustedOf(all: CaRecord[], now: Date): CaRecord[] {
+  return all
+    .filter(
+      (c) =>
+        (c.state === "active" || c.state === "previous") && c.notAfter.getTime() > now.getTime(),
+    )
+    .sort((a, b) =>
+      a.state === b.state
+        ? b.createdAt.getTime() - a.createdAt.getTime()
+        : a.state === "active"
+          ? -1
+          : 1,
+    );
+}
+
+function bundleOf(trusted: CaRecord[]): string {
+  return trusted
+    .map((c) => (c.certificate.endsWith("\n") ? c.certificate : `${c.certificate}\n`))
+    .join("");
+}
+
+function newHostId(): string {
+  return `host_${crypto.randomUUID().replaceAll("-", "")}`;
+}
+
+function nameTaken(message: string): KeyholeError {
+  return new KeyholeError("name_taken", message);
+}
+
+function hostBlocked(): KeyholeError {
+  return new KeyholeError("host_blocked", "this host is blocked; an admin must register it again");
+}
+
+function idempotencyConflict(): KeyholeError {
+  return new KeyholeError(
+    "idempotency_conflict",
+    "this Idempotency-Key was already used for a different request; use a new key for a new request",
+  );
+}
+
+/** Maps a UNIQUE violation the pre-checks did not catch to its API code; anything else is rethrown. */
+function constraintToApi(e: unknown): never {
+  const code = libsqlCode(e) ?? "";
+  let msg = "";
+  for (let cur: unknown = e, i = 0; cur instanceof Error && i < 5; cur = cur.cause, i++)
+    msg += ` ${cur.message}`;
+  if (code.startsWith("SQLITE_CONSTRAINT")) {
+    if (/hosts\.network_id, hosts\.ip/.test(msg))
+      throw new KeyholeError("ip_taken", "that address is already used", undefined, { cause: e });
+    if (/hosts\.network_id, hosts\.name|networks\.org, networks\.name/.test(msg)) {
+      throw new KeyholeError("name_taken", "that name is already used", undefined, { cause: e });
+    }
+    if (/certificates\.idempotency_key/.test(msg)) throw idempotencyConflict();
+    throw new KeyholeError("internal", "a record with this identity already exists", undefined, {
+      cause: e,
+    });
+  }
+  throw e;
+}

@@ -1,0 +1,108 @@
+/**
+ * The store's single writer with group commit. Every write is a job queued here; the writer takes
+ * all pending jobs (up to `maxBatch`), runs them in ONE write transaction, each inside its own
+ * savepoint, and commits once, so a burst of issuances costs one fsync instead of one each. A job
+ * that fails for its own reason (name taken, code already used) rolls back to its savepoint and only
+ * that caller sees the error; a storage failure (read-only, locked, gone) fails the whole transaction
+ * and every caller in it gets storage_unavailable, with nothing of the batch written.
+ *
+ * One writer also serialises the audit hash chain: each row reads the previous hash inside the
+ * transaction that writes it.
+ */
+
+import { KeyholeError } from "../../core/errors.ts";
+import type { Database, Orm } from "../../db/client.ts";
+import { isStorageFailure, toStorageError } from "../../db/client.ts";
+
+export type WriteTx = Parameters<Parameters<Orm["transaction"]>[0]>[0];
+
+/**
+ * What a job returns: a value, or an error to report AFTER its writes are committed (used when a
+ * refusal must itself leave a trace, e.g. a reused host token blocks the host and is audited).
+ */
+export type JobResult<T> = { value: T } | { committedError: KeyholeError };
+
+interface Job {
+  run: (tx: WriteTx) => Promise<JobResult<unknown>>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface WriterStats {
+  transactions: number;
+  jobs: number;
+  largestBatch: number;
+  storageFailures: number;
+}
+
+export interface Writer {
+  /** Queue a job; resolves once its transaction has committed. */
+  submit<T>(run: (tx: WriteTx) => Promise<JobResult<T>>): Promise<T>;
+  /** Resolves when the queue is empty and no transaction is running. */
+  drain(): Promise<void>;
+  stats(): WriterStats;
+}
+
+export function createWriter(db: Database, maxBatch: number): Writer {
+  const queue: Job[] = [];
+  let running: Promise<void> | null = null;
+  const counters: WriterStats = { transactions: 0, jobs: 0, largestBatch: 0, storageFailures: 0 };
+
+  async function commitBatch(batch: Job[]): Promise<void> {
+    const outcomes: ({ ok: true; result: JobResult<unknown> } | { ok: false; error: unknown })[] =
+      [];
+    try {
+      db.assertReachable();
+      await db.write.transaction(async (tx) => {
+        for (const job of batch) {
+          try {
+            const result = await tx.transaction((sp) => job.run(sp));
+            outcomes.push({ ok: true, result });
+          } catch (e) {
+            if (isStorageFailure(e)) throw e;
+            outcomes.push({ ok: false, error: e });
+          }
+        }
+        // A deleted file would swallow the commit silently; refuse before committing.
+        db.assertReachable();
+      });
+    } catch (e) {
+      counters.storageFailures++;
+      const err = toStorageError(e, "the write was not saved");
+      for (const job of batch) job.reject(err);
+      return;
+    }
+    counters.transactions++;
+    counters.jobs += batch.length;
+    counters.largestBatch = Math.max(counters.largestBatch, batch.length);
+    batch.forEach((job, i) => {
+      const o = outcomes[i];
+      if (o === undefined) job.reject(new KeyholeError("internal", "write outcome missing"));
+      else if (!o.ok) job.reject(o.error);
+      else if ("committedError" in o.result) job.reject(o.result.committedError);
+      else job.resolve(o.result.value);
+    });
+  }
+
+  async function pump(): Promise<void> {
+    // Let every caller of this tick enqueue before the first transaction starts.
+    await new Promise<void>((r) => setImmediate(r));
+    while (queue.length > 0) {
+      await commitBatch(queue.splice(0, maxBatch));
+    }
+    running = null;
+  }
+
+  return {
+    submit<T>(run: (tx: WriteTx) => Promise<JobResult<T>>): Promise<T> {
+      return new Promise<T>((resolve, reject) => {
+        queue.push({ run, resolve: resolve as (v: unknown) => void, reject });
+        running ??= pump();
+      });
+    },
+    async drain() {
+      while (running !== null) await running;
+    },
+    stats: () => ({ ...counters }),
+  };
+}
