@@ -1,0 +1,145 @@
+/**
+ * The online-CA alternative: Debian's `cfssl serve` (golang-cfssl) signing P-256 CSRs over HTTP on
+ * loopback, driven by the same load generator as Keyhole's end-to-end runs.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { type LoadResult, runLoad } from "./load.ts";
+
+const run = promisify(execFile);
+
+export const CFSSL = process.env.KEYHOLE_CFSSL ?? "/usr/bin/cfssl";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() =>
+        addr && typeof addr === "object" ? resolve(addr.port) : reject(new Error("no port")),
+      );
+    });
+  });
+}
+
+async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+}
+
+export async function benchCfssl(options: {
+  concurrency: number;
+  total: number;
+  maxMs: number;
+}): Promise<LoadResult | { skipped: string }> {
+  if (!existsSync(CFSSL))
+    return { skipped: `cfssl not found at ${CFSSL} (apt-get install golang-cfssl)` };
+  const dir = await mkdtemp(join(tmpdir(), "keyhole-cfssl-"));
+  const port = await freePort();
+  try {
+    await run("openssl", [
+      "ecparam",
+      "-name",
+      "prime256v1",
+      "-genkey",
+      "-noout",
+      "-out",
+      join(dir, "ca.key"),
+    ]);
+    await run("openssl", [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      join(dir, "ca.key"),
+      "-out",
+      join(dir, "ca.pem"),
+      "-days",
+      "30",
+      "-subj",
+      "/CN=bench CA",
+    ]);
+    await run("openssl", [
+      "ecparam",
+      "-name",
+      "prime256v1",
+      "-genkey",
+      "-noout",
+      "-out",
+      join(dir, "host.key"),
+    ]);
+    await run("openssl", [
+      "req",
+      "-new",
+      "-key",
+      join(dir, "host.key"),
+      "-out",
+      join(dir, "host.csr"),
+      "-subj",
+      "/CN=host",
+    ]);
+    await writeFile(
+      join(dir, "config.json"),
+      JSON.stringify({
+        signing: {
+          default: { expiry: "720h", usages: ["digital signature", "client auth", "server auth"] },
+        },
+      }),
+    );
+    const child = spawn(
+      CFSSL,
+      [
+        "serve",
+        "-address",
+        "127.0.0.1",
+        "-port",
+        String(port),
+        "-ca",
+        join(dir, "ca.pem"),
+        "-ca-key",
+        join(dir, "ca.key"),
+        "-config",
+        join(dir, "config.json"),
+        "-loglevel",
+        "5",
+      ],
+      { stdio: "ignore" },
+    );
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      await waitForHttp(`${base}/api/v1/cfssl/info`, 15_000);
+      const body = JSON.stringify({
+        certificate_request: await readFile(join(dir, "host.csr"), "utf8"),
+      });
+      const sign = async () => {
+        const res = await fetch(`${base}/api/v1/cfssl/sign`, {
+          method: "POST",
+          body,
+          headers: { "content-type": "application/json" },
+        });
+        const json = (await res.json()) as { success?: boolean };
+        if (!res.ok || !json.success) throw new Error(`cfssl answered ${res.status}`);
+      };
+      await runLoad({ concurrency: 4, total: 50, maxMs: 5_000, request: sign }); // warm-up
+      return await runLoad({ ...options, request: sign });
+    } finally {
+      child.kill("SIGKILL");
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * `keyhole stack` (what `npm start` runs): the whole service on loopback with no account anywhere.
+ * First run sets up the data folder (relay PKI, local KMS master keys, libSQL file, dev issuer keys);
+ * then it starts the dev OIDC issuer, the signer under Bun with mutual TLS, and the edge in workerd,
+ * prints what runs where, and stops everything cleanly on Ctrl-C. The signer's KMS variables are
+ * passed through, so `KEYHOLE_KMS=aws` runs the same stack against KMS-compatible servers.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { type DevIssuer, startDevIssuer } from "./dev/issuer.ts";
+import { makeRelayPki, type RelayPki } from "./dev/pki.ts";
+import { type StackPaths, stackPaths, writeStackState } from "./stack-state.ts";
+
+export const REPO_ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
+export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
+
+export interface StackOptions {
+  paths: StackPaths;
+  edgePort: number;
+  signerPort: number;
+  issuerPort: number;
+  /** Extra environment for the signer (KMS settings and the like); defaults to process.env. */
+  env?: Record<string, string | undefined>;
+  /** Where to write progress lines (default stderr). */
+  log?: (line: string) => void;
+  /** Pass signer log lines through (default true for the CLI, false in tests). */
+  echoSignerLogs?: boolean;
+}
+
+export interface SignerProcess {
+  region: string;
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface RunningStack {
+  api: string;
+  issuer: DevIssuer;
+  pki: RelayPki;
+  signers: SignerProcess[];
+  paths: StackPaths;
+  stop(): Promise<void>;
+}
+
+/** Starts one signer region under Bun and waits for its "signer ready" line. */
+export async function startSigner(options: {
+  region: string;
+  port: number;
+  pki: RelayPki;
+  dbUrl: string;
+  dataDir: string;
+  oidc: { issuer: string; audience: string; orgClaim: string };
+  env?: Record<string, string | undefined>;
+  onLog?: (line: string) => void;
+  timeoutMs?: number;
+}): Promise<SignerProcess> {
+  const base = options.env ?? process.env;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
+  Object.assign(env, {
+    KEYHOLE_REGION: options.region,
+    KEYHOLE_DB_URL: base.KEYHOLE_DB_URL ?? options.dbUrl,
+    KEYHOLE_KMS: base.KEYHOLE_KMS ?? "local",
+    KEYHOLE_DATA_DIR: options.dataDir,
+    KEYHOLE_SIGNER_HOST: "127.0.0.1",
+    KEYHOLE_SIGNER_PORT: String(options.port),
+    KEYHOLE_TLS_CERT: options.pki.serverCert,
+    KEYHOLE_TLS_KEY: options.pki.serverKey,
+    KEYHOLE_TLS_CLIENT_CA: options.pki.caCert,
+    KEYHOLE_OIDC_ISSUERS: options.oidc.issuer,
+    KEYHOLE_OIDC_AUDIENCE: options.oidc.audience,
+    KEYHOLE_ORG_CLAIM: options.oidc.orgClaim,
+  });
+  const child = spawn(BUN, [join(REPO_ROOT, "signer/main.ts")], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const url = `https://127.0.0.1:${options.port}`;
+  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+  const lines: string[] = [];
+  const ready = new Promise<void>((res, rej) => {
+    const onLine = (line: string) => {
+      lines.push(line);
+      if (lines.length > 50) lines.shift();
+      options.onLog?.(line);
+      if (line.includes('"signer ready"')) res();
+    };
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", onLine);
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", onLine);
+    void exited.then((code) =>
+      rej(
+        new Error(
+          `signer ${options.region} exited (code ${code}) before it was ready:\n  ${lines.slice(-8).join("\n  ")}`,
+        ),
+      ),
+    );
+  });
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, rej) => {
+    timer = setTimeout(
+      () => rej(new Error(`signer ${options.region} was not ready after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(t);
+    }
+  };
+  try {
+    await Promise.race([ready, timeout]);
+  } catch (e) {
+    await stop();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { region: options.region, url, child, stop };
+}
+
+/** Brings the local stack up. The caller owns the result and must `stop()` it. */
+export async function startStack(options: StackOptions): Promise<RunningStack> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const { paths } = options;
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  log(`keyhole: data folder ${paths.dir}`);
+  const pki = await makeRelayPki(paths.pki);
+  log(
+    "keyhole: relay PKI ready (development CA, signer server certificate, edge client certificate)",
+  );
+  const issuer = await startDevIssuer({ port: options.issuerPort, keyFile: paths.issuerKeys });
+  log(`keyhole: dev OIDC issuer on ${issuer.issuer}`);
+  const stops: (() => Promise<void>)[] = [() => issuer.close()];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+    stops.length = 0;
+  };
+  try {
+    const signer = await startSigner({
+      region: "local",
+      port: options.signerPort,
+      pki,
+      dbUrl: `file:${paths.database}`,
+      dataDir: paths.kms,
+      oidc: issuer,
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.echoSignerLogs === false
+        ? {}
+        : { onLog: (line: string) => log(`signer | ${line}`) }),
+    });
+    stops.push(signer.stop);
+    log(`keyhole: signer (Bun, mutual TLS) on ${signer.url}`);
+    const { startEdgeInWorkerd } = await import("../edge/local.ts");
+    const edge = await startEdgeInWorkerd({
+      port: options.edgePort,
+      signers: { [signer.region]: signer.url },
+      pki,
+      oidc: issuer,
+    });
+    stops.push(edge.dispose);
+    log(`keyhole: edge (workerd via Miniflare) on ${edge.url}`);
+    const api = edge.url.replace(/\/+$/, "");
+    await writeStackState(paths, {
+      api,
+      oidc: { issuer: issuer.issuer, audience: issuer.audience, orgClaim: issuer.orgClaim },
+      signers: { [signer.region]: signer.url },
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    });
+    stops.push(() => rm(paths.state, { force: true }));
+    return { api, issuer, pki, signers: [signer], paths, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+function nextSteps(api: string): string {
+  return `
+Keyhole is running (development backends: local KMS master keys, dev OIDC issuer).
+  API        ${api}   (OpenAPI: ${api}/openapi.json, docs: ${api}/docs)
+
+Try, in another terminal:
+  export KEYHOLE_TOKEN=$(npx keyhole dev token --mfa)
+  npx keyhole network create --name lab --cidrs 10.77.0.0/16,fd77::/64
+  npx keyhole host add --network <network id> --name laptop
+  sh scripts/keyhole-enroll.sh --api ${api} --code <code> --dir ./laptop
+
+Ctrl-C stops everything.
+`;
+}
+
+export async function stackCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      port: { type: "string", default: process.env.KEYHOLE_EDGE_PORT ?? "8787" },
+      "signer-port": { type: "string", default: process.env.KEYHOLE_SIGNER_PORT ?? "8443" },
+      "issuer-port": { type: "string", default: process.env.KEYHOLE_DEV_ISSUER_PORT ?? "8788" },
+      quiet: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const port = (name: string, text: string) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1 || n > 65_535)
+      throw new Error(`${name} must be a TCP port, got ${JSON.stringify(text)}`);
+    return n;
+  };
+  let stack: RunningStack;
+  try {
+    stack = await startStack({
+      paths: stackPaths(),
+      edgePort: port("--port", values.port),
+      signerPort: port("--signer-port", values["signer-port"]),
+      issuerPort: port("--issuer-port", values["issuer-port"]),
+      echoSignerLogs: !values.quiet,
+    });
+  } catch (e) {
+    process.stderr.write(`keyhole: the stack did not start: ${(e as Error).message}\n`);
+    return 1;
+  }
+  process.stdout.write(nextSteps(stack.api));
+  await new Promise<void>((res) => {
+    const done = () => res();
+    process.once("SIGINT", done);
+    process.once("SIGTERM", done);
+  });
+  process.stderr.write("\nkeyhole: stopping...\n");
+  await stack.stop();
+  process.stderr.write("keyhole: stopped\n");
+  return 0;
+}
