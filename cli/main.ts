@@ -16,6 +16,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "Nebula certificates and keys on this machine, a drop-in for nebula-cert 1.11",
     load: async () => (await import("./cert/index.ts")).certCommand,
   },
+  stack: {
+    summary: "run the local stack: signer (Bun, mTLS), edge (workerd), dev issuer (what npm start runs)",
+    load: async () => (await import("./stack.ts")).stackCommand,
+  },
   network: {
     summary: "create, list and rotate the CA of networks through the API",
     load: async () => (await import("./commands/admin.ts")).networkCommand,
