@@ -61,7 +61,12 @@ export class CustodyError extends Error {
   /** Every KMS attempt made, so the caller can audit each one. */
   readonly attempts: KmsAttempt[];
 
-  constructor(kind: CustodyErrorKind, message: string, attempts: KmsAttempt[] = [], options?: ErrorOptions) {
+  constructor(
+    kind: CustodyErrorKind,
+    message: string,
+    attempts: KmsAttempt[] = [],
+    options?: ErrorOptions,
+  ) {
     super(message, options);
     this.name = "CustodyError";
     this.kind = kind;
@@ -133,7 +138,10 @@ export interface CustodyOptions {
   hedgeAfterMs: number | null;
 }
 
-export const DEFAULT_CUSTODY_OPTIONS: CustodyOptions = { attemptTimeoutMs: 2000, hedgeAfterMs: null };
+export const DEFAULT_CUSTODY_OPTIONS: CustodyOptions = {
+  attemptTimeoutMs: 2000,
+  hedgeAfterMs: null,
+};
 
 export type LocalCustodyConfig = {
   backend: "local";
