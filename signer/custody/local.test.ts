@@ -126,7 +126,7 @@ describe("local custody: seal and open", () => {
   it("zeroes the buffer when use throws, and passes the error through", async () => {
     const c = await custody();
     const { copies } = await sealed(c);
-    let buffer = new Uint8Array();
+    let buffer: Uint8Array = new Uint8Array();
     await expect(
       c.openCaKey("ca-1", copies, CTX, async (plaintext) => {
         buffer = plaintext;

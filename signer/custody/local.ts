@@ -230,9 +230,7 @@ function headerOf(keyId: string): Uint8Array {
   return concat([Uint8Array.of(VERSION, id.length), id]);
 }
 
-function parseCiphertext(
-  input: Uint8Array,
-): {
+function parseCiphertext(input: Uint8Array): {
   header: Uint8Array<ArrayBuffer>;
   keyId: string;
   nonce: Uint8Array<ArrayBuffer>;
