@@ -1,0 +1,121 @@
+/**
+ * Shared set-up for the store's tests: a fresh libSQL file in a temp folder, a clock the test moves,
+ * and inputs shaped like what the signer's routes pass (CA rows with sealed copies, audit events).
+ * Not imported by production code.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openSignerStore, type SignerStoreHandle } from "./index.ts";
+import { newId } from "./secrets.ts";
+import type { AuditEventInput, CreateNetworkInput, NewCa } from "./types.ts";
+
+export interface TestStore {
+  store: SignerStoreHandle;
+  dir: string;
+  path: string;
+  url: string;
+  clock: { now: Date; advance(seconds: number): void };
+  cleanup(): Promise<void>;
+}
+
+export async function openTestStore(
+  options: { busyTimeoutMs?: number; maxBatch?: number } = {},
+): Promise<TestStore> {
+  const dir = mkdtempSync(join(tmpdir(), "keyhole-store-"));
+  const path = join(dir, "signer.db");
+  const url = `file:${path}`;
+  const clock = {
+    now: new Date("2030-01-01T00:00:00.000Z"),
+    advance(seconds: number) {
+      this.now = new Date(this.now.getTime() + seconds * 1000);
+    },
+  };
+  const store = await openSignerStore({
+    url,
+    busyTimeoutMs: options.busyTimeoutMs ?? 200,
+    clock: () => clock.now,
+    ...(options.maxBatch ? { maxBatch: options.maxBatch } : {}),
+  });
+  return {
+    store,
+    dir,
+    path,
+    url,
+    clock,
+    async cleanup() {
+      await store.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const TRACE = "0af7651916cd43dd8448eb211c80319c";
+
+export function auditEvent(
+  org: string,
+  action: string,
+  extra: Partial<AuditEventInput> = {},
+): AuditEventInput {
+  return {
+    traceId: TRACE,
+    actor: "user:https://issuer.test#alice",
+    org,
+    action,
+    outcome: "ok",
+    ...extra,
+  };
+}
+
+export function fakeFingerprint(): string {
+  return randomBytes(32).toString("hex");
+}
+
+export function newCa(now: Date, lifetimeDays = 365): NewCa {
+  const fp = fakeFingerprint();
+  return {
+    id: newId("ca"),
+    certificate: `-----BEGIN NEBULA CERTIFICATE V2-----\n${randomBytes(48).toString("base64")}\n-----END NEBULA CERTIFICATE V2-----\n`,
+    fingerprint: fp,
+    notBefore: now,
+    notAfter: new Date(now.getTime() + lifetimeDays * 86400_000),
+    sealedKeys: [
+      { region: "local-a", keyId: "key-a", ciphertext: randomBytes(80) },
+      { region: "local-b", keyId: "key-b", ciphertext: randomBytes(80) },
+    ],
+  };
+}
+
+export function networkInput(
+  org: string,
+  name: string,
+  cidrs: string[],
+  now: Date,
+): CreateNetworkInput {
+  const id = newId("net");
+  const ca = newCa(now);
+  return {
+    id,
+    org,
+    name,
+    cidrs,
+    curve: "25519",
+    certVersion: 2,
+    groups: null,
+    ca,
+    audit: [auditEvent(org, "ca.create", { networkId: id, kmsRequestIds: ["req-a", "req-b"] })],
+  };
+}
+
+export function certFor(networkId: string, caId: string, hostId: string | null, now: Date) {
+  return {
+    fingerprint: fakeFingerprint(),
+    hostId,
+    networkId,
+    caId,
+    pem: `-----BEGIN NEBULA CERTIFICATE V2-----\n${randomBytes(60).toString("base64")}\n-----END NEBULA CERTIFICATE V2-----\n`,
+    notBefore: now,
+    notAfter: new Date(now.getTime() + 30 * 86400_000),
+  };
+}
