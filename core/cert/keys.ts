@@ -1,0 +1,251 @@
+/**
+ * Nebula key pairs and their PEM forms. Host keys (X25519, P-256 ECDH) are what certificates carry;
+ * CA keys (Ed25519 as seed||public, ECDSA P-256 scalar) sign them. Public keys from outside are
+ * checked strictly and cheaply enough to run on every signing: length, uncompressed P-256 point on
+ * the curve, X25519 small-order points refused.
+ */
+import { ed25519, x25519 } from "@noble/curves/ed25519.js";
+import { p256 } from "@noble/curves/nist.js";
+import { CertError } from "./errors.ts";
+import { encodePem, parseSinglePemBlock } from "./pem.ts";
+import type { Curve } from "./types.ts";
+
+export interface KeyPair {
+  curve: Curve;
+  publicKey: Uint8Array;
+  privateKey: Uint8Array;
+}
+
+const X25519_PUBLIC_BANNER = "NEBULA X25519 PUBLIC KEY";
+const X25519_PRIVATE_BANNER = "NEBULA X25519 PRIVATE KEY";
+const P256_PUBLIC_BANNER = "NEBULA P256 PUBLIC KEY";
+const P256_PRIVATE_BANNER = "NEBULA P256 PRIVATE KEY";
+const ED25519_PRIVATE_BANNER = "NEBULA ED25519 PRIVATE KEY";
+const ECDSA_P256_PRIVATE_BANNER = "NEBULA ECDSA P256 PRIVATE KEY";
+const ED25519_PUBLIC_BANNER = "NEBULA ED25519 PUBLIC KEY";
+const ECDSA_P256_PUBLIC_BANNER = "NEBULA ECDSA P256 PUBLIC KEY";
+export const ENCRYPTED_ED25519_BANNER = "NEBULA ED25519 ENCRYPTED PRIVATE KEY";
+export const ENCRYPTED_ECDSA_P256_BANNER = "NEBULA ECDSA P256 ENCRYPTED PRIVATE KEY";
+
+// P-256 field prime, curve constant b (a = -3) and group order.
+const P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
+const B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
+export const P256_ORDER = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+
+// X25519: u-coordinates of points of order 1, 2, 4 and 8 (mod p); each gives an all-zero secret.
+const P25519 = (1n << 255n) - 19n;
+const X25519_SMALL_ORDER = new Set<bigint>([
+  0n,
+  1n,
+  P25519 - 1n,
+  0x00b8495f16056286fdb1329ceb8d09da6ac49ff1fae35616aeb8413b7c7aebe0n,
+  0x57119fd0dd4e22d8868e1c58c45c44045bef839c55b1d0b1248c50a3bc959c5fn,
+]);
+
+export function bytesToBigInt(b: Uint8Array): bigint {
+  let n = 0n;
+  for (const byte of b) n = (n << 8n) | BigInt(byte);
+  return n;
+}
+
+function invalidKey(message: string): CertError {
+  return new CertError("invalid_public_key", message);
+}
+
+/** True when `point` is a 65-byte uncompressed point on P-256 (not infinity). */
+export function isP256Point(point: Uint8Array): boolean {
+  if (point.length !== 65 || point[0] !== 4) return false;
+  const x = bytesToBigInt(point.subarray(1, 33));
+  const y = bytesToBigInt(point.subarray(33, 65));
+  if (x >= P || y >= P) return false;
+  const rhs = (((((x * x) % P) * x) % P) - 3n * x + B) % P;
+  return (y * y) % P === (rhs + P) % P;
+}
+
+/** True when an X25519 public key is one of the small-order points (all-zero shared secret). */
+export function isX25519SmallOrder(publicKey: Uint8Array): boolean {
+  let u = 0n;
+  for (let i = 31; i >= 0; i--) u = (u << 8n) | BigInt(publicKey[i] as number);
+  u &= (1n << 255n) - 1n; // RFC 7748: the top bit is ignored
+  return X25519_SMALL_ORDER.has(u % P25519);
+}
+
+/**
+ * Checks a host (key-agreement) public key for the curve; throws invalid_public_key saying why.
+ * `isCA` keys are signing keys: Ed25519 (32 bytes) or an ECDSA P-256 point.
+ */
+export function checkPublicKey(curve: Curve, publicKey: Uint8Array, isCA = false): void {
+  if (!(publicKey instanceof Uint8Array)) throw invalidKey("the public key must be bytes");
+  if (curve === "CURVE25519") {
+    if (publicKey.length !== 32) {
+      throw invalidKey(`a Curve25519 public key is 32 bytes, not ${publicKey.length}`);
+    }
+    if (!isCA && isX25519SmallOrder(publicKey)) {
+      throw invalidKey(
+        "the X25519 public key is a small-order point; generate one with `nebula-cert keygen`",
+      );
+    }
+    return;
+  }
+  if (curve !== "P256") throw new CertError("wrong_curve", `unknown curve ${String(curve)}`);
+  if (publicKey.length === 33 && (publicKey[0] === 2 || publicKey[0] === 3)) {
+    throw invalidKey(
+      "the P-256 public key is compressed; Nebula needs the 65-byte uncompressed point",
+    );
+  }
+  if (publicKey.length !== 65)
+    throw invalidKey(`a P-256 public key is 65 bytes, not ${publicKey.length}`);
+  if (!isP256Point(publicKey)) throw invalidKey("the P-256 public key is not a point on the curve");
+}
+
+function randomBytes(n: number): Uint8Array {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}
+
+function randomP256Scalar(): Uint8Array {
+  for (;;) {
+    const k = randomBytes(32);
+    const n = bytesToBigInt(k);
+    if (n > 0n && n < P256_ORDER) return k;
+  }
+}
+
+/** A CA signing key pair in Nebula's format: Ed25519 seed||public (64 bytes) or a P-256 scalar. */
+export async function generateCaKeyPair(curve: Curve): Promise<KeyPair> {
+  if (curve === "CURVE25519") {
+    const seed = randomBytes(32);
+    const publicKey = ed25519.getPublicKey(seed);
+    const privateKey = new Uint8Array(64);
+    privateKey.set(seed);
+    privateKey.set(publicKey, 32);
+    seed.fill(0);
+    return { curve, publicKey, privateKey };
+  }
+  if (curve !== "P256") throw new CertError("wrong_curve", `unknown curve ${String(curve)}`);
+  const privateKey = randomP256Scalar();
+  return { curve, publicKey: p256.getPublicKey(privateKey, false), privateKey };
+}
+
+/** A host (key-agreement) key pair: X25519 32 bytes, or P-256 with a 65-byte uncompressed public key. */
+export async function generateHostKeyPair(curve: Curve): Promise<KeyPair> {
+  if (curve === "CURVE25519") {
+    const privateKey = randomBytes(32);
+    return { curve, publicKey: x25519.getPublicKey(privateKey), privateKey };
+  }
+  if (curve !== "P256") throw new CertError("wrong_curve", `unknown curve ${String(curve)}`);
+  const privateKey = randomP256Scalar();
+  return { curve, publicKey: p256.getPublicKey(privateKey, false), privateKey };
+}
+
+/** A host public key from `nebula-cert keygen`'s .pub file (X25519 or P-256 banner only). */
+export function parsePublicKeyPem(pem: string): { curve: Curve; publicKey: Uint8Array } {
+  const block = parseSinglePemBlock(pem);
+  let curve: Curve;
+  switch (block.type) {
+    case X25519_PUBLIC_BANNER:
+      curve = "CURVE25519";
+      break;
+    case P256_PUBLIC_BANNER:
+      curve = "P256";
+      break;
+    case ED25519_PUBLIC_BANNER:
+    case ECDSA_P256_PUBLIC_BANNER:
+      throw invalidKey(
+        `${block.type} is a signing key; a host needs the public key from \`nebula-cert keygen\``,
+      );
+    default:
+      if (block.type.includes("PRIVATE")) {
+        throw invalidKey(
+          "this is a PRIVATE key: send the .pub file and keep the private key on the host",
+        );
+      }
+      throw invalidKey(`expected a NEBULA X25519 or P256 PUBLIC KEY block, found ${block.type}`);
+  }
+  checkPublicKey(curve, block.bytes);
+  return { curve, publicKey: block.bytes };
+}
+
+export function publicKeyToPem(curve: Curve, publicKey: Uint8Array): string {
+  checkPublicKey(curve, publicKey);
+  return encodePem(curve === "CURVE25519" ? X25519_PUBLIC_BANNER : P256_PUBLIC_BANNER, publicKey);
+}
+
+function invalidPrivate(message: string): CertError {
+  return new CertError("invalid_private_key", message);
+}
+
+/** Checks private key bytes for the curve and role (never echoes them). */
+export function checkPrivateKey(curve: Curve, privateKey: Uint8Array, isCA: boolean): void {
+  if (!(privateKey instanceof Uint8Array)) throw invalidPrivate("the private key must be bytes");
+  if (curve === "CURVE25519") {
+    if (isCA) {
+      if (privateKey.length !== 64)
+        throw invalidPrivate("an Ed25519 CA key is 64 bytes (seed and public key)");
+      const pub = ed25519.getPublicKey(privateKey.subarray(0, 32));
+      if (!equal(pub, privateKey.subarray(32))) {
+        throw invalidPrivate("the Ed25519 CA key's two halves do not belong together");
+      }
+    } else if (privateKey.length !== 32) {
+      throw invalidPrivate("an X25519 private key is 32 bytes");
+    }
+    return;
+  }
+  if (curve !== "P256") throw new CertError("wrong_curve", `unknown curve ${String(curve)}`);
+  if (privateKey.length !== 32) throw invalidPrivate("a P-256 private key is 32 bytes");
+  const n = bytesToBigInt(privateKey);
+  if (n === 0n || n >= P256_ORDER) throw invalidPrivate("the P-256 private key is out of range");
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
+  return d === 0;
+}
+
+/** Host (X25519, P256) and CA (Ed25519, ECDSA P256) private keys; encrypted CA keys are refused. */
+export function parsePrivateKeyPem(pem: string): {
+  curve: Curve;
+  privateKey: Uint8Array;
+  isCA: boolean;
+} {
+  const block = parseSinglePemBlock(pem);
+  let curve: Curve;
+  let isCA: boolean;
+  switch (block.type) {
+    case X25519_PRIVATE_BANNER:
+      [curve, isCA] = ["CURVE25519", false];
+      break;
+    case P256_PRIVATE_BANNER:
+      [curve, isCA] = ["P256", false];
+      break;
+    case ED25519_PRIVATE_BANNER:
+      [curve, isCA] = ["CURVE25519", true];
+      break;
+    case ECDSA_P256_PRIVATE_BANNER:
+      [curve, isCA] = ["P256", true];
+      break;
+    case ENCRYPTED_ED25519_BANNER:
+    case ENCRYPTED_ECDSA_P256_BANNER:
+      throw invalidPrivate(
+        "the private key is encrypted: open it with its passphrase (decryptPrivateKeyPem)",
+      );
+    default:
+      throw invalidPrivate(`expected a NEBULA private key block, found ${block.type}`);
+  }
+  checkPrivateKey(curve, block.bytes, isCA);
+  return { curve, privateKey: block.bytes, isCA };
+}
+
+export function privateKeyToPem(curve: Curve, privateKey: Uint8Array, isCA: boolean): string {
+  checkPrivateKey(curve, privateKey, isCA);
+  const banner =
+    curve === "CURVE25519"
+      ? isCA
+        ? ED25519_PRIVATE_BANNER
+        : X25519_PRIVATE_BANNER
+      : isCA
+        ? ECDSA_P256_PRIVATE_BANNER
+        : P256_PRIVATE_BANNER;
+  return encodePem(banner, privateKey);
+}

@@ -1,0 +1,261 @@
+/**
+ * CA signers and signature checks. The default signer imports the CA key once into native
+ * WebCrypto (Ed25519, or ECDSA P-256 whose r||s output is turned into the DER, low-S form Nebula
+ * stores) and falls back to @noble/curves where a runtime lacks it. The CryptoKey is cached in the
+ * signer and is not extractable.
+ */
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { p256 } from "@noble/curves/nist.js";
+import {
+  bufferSource,
+  concatBytes,
+  DerReader,
+  derElement,
+  derUnsignedIntegerValue,
+  TAG_INTEGER,
+  TAG_SEQUENCE,
+} from "./der.ts";
+import { CertError } from "./errors.ts";
+import { bytesToBigInt, checkPrivateKey, P256_ORDER } from "./keys.ts";
+import type { Curve } from "./types.ts";
+
+/** Returns the signature bytes Nebula stores (Ed25519: 64 bytes; P-256: DER, low-S). */
+export type SignMessage = (message: Uint8Array) => Promise<Uint8Array>;
+
+export interface CaSigner {
+  curve: Curve;
+  publicKey: Uint8Array;
+  sign: SignMessage;
+}
+
+const subtle = (): SubtleCrypto | undefined => globalThis.crypto?.subtle;
+
+// PKCS#8 wrapping of a 32-byte Ed25519 seed (RFC 8410).
+const ED25519_PKCS8_PREFIX = Uint8Array.of(
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+);
+
+function base64url(bytes: Uint8Array): string {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+const HALF_ORDER = P256_ORDER >> 1n;
+
+function bigIntTo32(n: bigint): Uint8Array {
+  const out = new Uint8Array(32);
+  let v = n;
+  for (let i = 31; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
+/** DER ECDSA signature -> r and s (strict DER, as Go's parser reads it). */
+export function parseDerSignature(sig: Uint8Array): { r: bigint; s: bigint } {
+  const outer = new DerReader(sig, "bad_signature");
+  const inner = new DerReader(outer.read(TAG_SEQUENCE), "bad_signature");
+  if (!outer.empty)
+    throw new CertError("bad_signature", "trailing bytes after the ECDSA signature");
+  const r = bytesToBigInt(inner.readUnsignedIntegerBytes());
+  const s = bytesToBigInt(inner.readUnsignedIntegerBytes());
+  if (!inner.empty)
+    throw new CertError("bad_signature", "trailing bytes inside the ECDSA signature");
+  return { r, s };
+}
+
+export function encodeDerSignature(r: bigint, s: bigint): Uint8Array {
+  return derElement(
+    TAG_SEQUENCE,
+    derElement(TAG_INTEGER, derUnsignedIntegerValue(bigIntTo32(r))),
+    derElement(TAG_INTEGER, derUnsignedIntegerValue(bigIntTo32(s))),
+  );
+}
+
+/** WebCrypto's r||s (64 bytes) -> DER with s in low form, as Nebula >= 1.10.3 writes. */
+export function p1363ToLowSDer(sig: Uint8Array): Uint8Array {
+  if (sig.length !== 64)
+    throw new CertError("bad_signature", "an ECDSA P-256 signature is 64 bytes r||s");
+  const r = bytesToBigInt(sig.subarray(0, 32));
+  let s = bytesToBigInt(sig.subarray(32));
+  if (s > HALF_ORDER) s = P256_ORDER - s;
+  return encodeDerSignature(r, s);
+}
+
+/** The same DER signature with s in its low form (returned unchanged when already low). */
+export function normalizeLowS(der: Uint8Array): Uint8Array {
+  const { r, s } = parseDerSignature(der);
+  return s > HALF_ORDER ? encodeDerSignature(r, P256_ORDER - s) : der;
+}
+
+/** The other valid form of a P-256 DER signature (s <-> n - s), as Nebula's p256.Swap computes. */
+export function swapS(der: Uint8Array): Uint8Array {
+  const { r, s } = parseDerSignature(der);
+  return encodeDerSignature(r, (P256_ORDER - s) % P256_ORDER);
+}
+
+function caPublicKeyOf(curve: Curve, privateKey: Uint8Array): Uint8Array {
+  return curve === "CURVE25519" ? privateKey.slice(32) : p256.getPublicKey(privateKey, false);
+}
+
+/** Pure-JS signer (@noble/curves): for runtimes without WebCrypto Ed25519 and for benchmarks. */
+export function nobleSignerFromPrivateKey(curve: Curve, privateKey: Uint8Array): CaSigner {
+  checkPrivateKey(curve, privateKey, true);
+  const publicKey = caPublicKeyOf(curve, privateKey);
+  if (curve === "CURVE25519") {
+    const seed = privateKey.slice(0, 32);
+    return { curve, publicKey, sign: async (m) => ed25519.sign(m, seed) };
+  }
+  const scalar = privateKey.slice();
+  return {
+    curve,
+    publicKey,
+    sign: async (m) => p256.sign(m, scalar, { prehash: true, lowS: true, format: "der" }),
+  };
+}
+
+/**
+ * Default signer: native WebCrypto when the runtime has the algorithm, @noble/curves otherwise.
+ * The key is imported once, non-extractable; the caller may zero `privateKey` afterwards.
+ */
+export async function signerFromPrivateKey(
+  curve: Curve,
+  privateKey: Uint8Array,
+): Promise<CaSigner> {
+  checkPrivateKey(curve, privateKey, true);
+  const s = subtle();
+  if (!s) return nobleSignerFromPrivateKey(curve, privateKey);
+  const publicKey = caPublicKeyOf(curve, privateKey);
+  if (curve === "CURVE25519") {
+    const pkcs8 = concatBytes(ED25519_PKCS8_PREFIX, privateKey.subarray(0, 32));
+    let key: CryptoKey;
+    try {
+      key = await s.importKey("pkcs8", bufferSource(pkcs8), { name: "Ed25519" }, false, ["sign"]);
+    } catch {
+      return nobleSignerFromPrivateKey(curve, privateKey);
+    } finally {
+      pkcs8.fill(0);
+    }
+    const algorithm = { name: "Ed25519" };
+    return {
+      curve,
+      publicKey,
+      sign: async (m) => new Uint8Array(await s.sign(algorithm, key, bufferSource(m))),
+    };
+  }
+  const jwk: JsonWebKey = {
+    kty: "EC",
+    crv: "P-256",
+    d: base64url(privateKey),
+    x: base64url(publicKey.subarray(1, 33)),
+    y: base64url(publicKey.subarray(33, 65)),
+    ext: false,
+  };
+  let key: CryptoKey;
+  try {
+    key = await s.importKey("jwk", jwk, { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
+  } catch {
+    return nobleSignerFromPrivateKey(curve, privateKey);
+  } finally {
+    jwk.d = "";
+  }
+  const algorithm = { name: "ECDSA", hash: "SHA-256" };
+  return {
+    curve,
+    publicKey,
+    sign: async (m) =>
+      p1363ToLowSDer(new Uint8Array(await s.sign(algorithm, key, bufferSource(m)))),
+  };
+}
+
+/** Synchronous signature check with @noble/curves (both S forms accepted for P-256, like Go). */
+export function verifyMessageSync(
+  curve: Curve,
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  try {
+    if (curve === "CURVE25519") {
+      if (publicKey.length !== 32 || signature.length !== 64) return false;
+      return ed25519.verify(signature, message, publicKey, { zip215: false });
+    }
+    const { r, s } = parseDerSignature(signature);
+    if (r === 0n || s === 0n || r >= P256_ORDER || s >= P256_ORDER) return false;
+    const compact = concatBytes(bigIntTo32(r), bigIntTo32(s));
+    return p256.verify(compact, message, publicKey, { prehash: true, lowS: false });
+  } catch {
+    return false;
+  }
+}
+
+const verifyKeys = new Map<string, Promise<CryptoKey | null>>();
+
+async function importVerifyKey(curve: Curve, publicKey: Uint8Array): Promise<CryptoKey | null> {
+  const s = subtle();
+  if (!s) return null;
+  const id = `${curve}:${base64url(publicKey)}`;
+  let p = verifyKeys.get(id);
+  if (!p) {
+    const algorithm =
+      curve === "CURVE25519" ? { name: "Ed25519" } : { name: "ECDSA", namedCurve: "P-256" };
+    p = s
+      .importKey("raw", bufferSource(publicKey.slice()), algorithm, false, ["verify"])
+      .catch(() => null);
+    if (verifyKeys.size > 256) verifyKeys.clear();
+    verifyKeys.set(id, p);
+  }
+  return p;
+}
+
+/** Signature check with native WebCrypto where available (both S forms accepted for P-256). */
+export async function verifyMessage(
+  curve: Curve,
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
+  const expectedLength = curve === "CURVE25519" ? 32 : 65;
+  if (publicKey.length !== expectedLength) return false;
+  const key = await importVerifyKey(curve, publicKey);
+  if (!key) return verifyMessageSync(curve, publicKey, message, signature);
+  try {
+    if (curve === "CURVE25519") {
+      if (signature.length !== 64) return false;
+      return await subtle()!.verify(
+        { name: "Ed25519" },
+        key,
+        bufferSource(signature),
+        bufferSource(message),
+      );
+    }
+    const { r, s } = parseDerSignature(signature);
+    if (r === 0n || s === 0n || r >= P256_ORDER || s >= P256_ORDER) return false;
+    const compact = concatBytes(bigIntTo32(r), bigIntTo32(s));
+    return await subtle()!.verify(
+      { name: "ECDSA", hash: "SHA-256" },
+      key,
+      bufferSource(compact),
+      bufferSource(message),
+    );
+  } catch {
+    return false;
+  }
+}

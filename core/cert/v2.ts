@@ -1,0 +1,204 @@
+/**
+ * Nebula v2 certificates: ASN.1 DER (cert_v2.asn1) with context-specific tags. Nebula signs
+ * details || curve byte || public key, and fingerprints that plus the signature. Decoding accepts
+ * only the encoding Nebula itself writes (sorted, unique networks; defaults omitted), so `raw`
+ * re-encodes to itself.
+ */
+import {
+  concatBytes,
+  DerReader,
+  derElement,
+  derIntegerValue,
+  TAG_OCTET_STRING,
+  TAG_SEQUENCE,
+  TAG_UTF8_STRING,
+} from "./der.ts";
+import { CertError } from "./errors.ts";
+import type { Cidr } from "./ip.ts";
+import { CURVE_WIRE, type Curve, curveFromWire } from "./types.ts";
+
+/** Nebula refuses certificates larger than this. */
+export const MAX_CERTIFICATE_SIZE = 65536;
+export const MAX_NAME_LENGTH = 253;
+
+const TAG_CERT_DETAILS = 0xa0;
+const TAG_CERT_CURVE = 0x81;
+const TAG_CERT_PUBLIC_KEY = 0x82;
+const TAG_CERT_SIGNATURE = 0x83;
+const TAG_NAME = 0x80;
+const TAG_NETWORKS = 0xa1;
+const TAG_UNSAFE_NETWORKS = 0xa2;
+const TAG_GROUPS = 0xa3;
+const TAG_IS_CA = 0x84;
+const TAG_NOT_BEFORE = 0x85;
+const TAG_NOT_AFTER = 0x86;
+const TAG_ISSUER = 0x87;
+
+export interface V2Fields {
+  name: string;
+  networks: Cidr[];
+  unsafeNetworks: Cidr[];
+  groups: string[];
+  isCA: boolean;
+  notBefore: number;
+  notAfter: number;
+  issuer: Uint8Array;
+  curve: Curve;
+  publicKey: Uint8Array;
+}
+
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+function malformed(why: string): CertError {
+  return new CertError("malformed_certificate", `not a Nebula v2 certificate: ${why}`);
+}
+
+function decodeUtf8(b: Uint8Array, what: string): string {
+  try {
+    return utf8Decoder.decode(b);
+  } catch {
+    throw malformed(`${what} is not valid UTF-8`);
+  }
+}
+
+function readNetworks(list: Uint8Array | undefined): Cidr[] {
+  const out: Cidr[] = [];
+  if (list === undefined) return out;
+  const r = new DerReader(list);
+  while (!r.empty) {
+    const v = r.read(TAG_OCTET_STRING);
+    if (v.length !== 5 && v.length !== 17) throw malformed("a network is not 5 or 17 bytes");
+    const family = v.length === 5 ? 4 : 6;
+    const prefix = v[v.length - 1] as number;
+    if (prefix > (family === 4 ? 32 : 128)) throw malformed("a network prefix is too long");
+    out.push({ family, bytes: v.slice(0, v.length - 1), prefix });
+  }
+  return out;
+}
+
+function decodeDetails(element: Uint8Array): Omit<V2Fields, "curve" | "publicKey"> {
+  const outer = new DerReader(element);
+  const r = new DerReader(outer.read(TAG_CERT_DETAILS));
+  const nameBytes = r.read(TAG_NAME);
+  if (nameBytes.length === 0 || nameBytes.length > MAX_NAME_LENGTH) {
+    throw malformed(`the name must be 1 to ${MAX_NAME_LENGTH} bytes`);
+  }
+  const name = decodeUtf8(nameBytes, "the name");
+  const networks = readNetworks(r.readOptional(TAG_NETWORKS));
+  const unsafeNetworks = readNetworks(r.readOptional(TAG_UNSAFE_NETWORKS));
+  const groups: string[] = [];
+  const groupList = r.readOptional(TAG_GROUPS);
+  if (groupList !== undefined) {
+    const g = new DerReader(groupList);
+    while (!g.empty) {
+      const v = g.read(TAG_UTF8_STRING);
+      if (v.length === 0) throw malformed("a group is empty");
+      groups.push(decodeUtf8(v, "a group"));
+    }
+  }
+  const isCaBytes = r.readOptional(TAG_IS_CA);
+  if (isCaBytes !== undefined && isCaBytes.length !== 1) throw malformed("isCA is not one byte");
+  const isCA = isCaBytes !== undefined && (isCaBytes[0] as number) > 0;
+  const notBefore = r.readSafeInteger(TAG_NOT_BEFORE);
+  const notAfter = r.readSafeInteger(TAG_NOT_AFTER);
+  if (Math.abs(notBefore) > 8.64e12 || Math.abs(notAfter) > 8.64e12)
+    throw malformed("time out of range");
+  const issuer = (r.readOptional(TAG_ISSUER) ?? new Uint8Array(0)).slice();
+  if (!r.empty) throw malformed("details carry fields this version does not know");
+  if (!outer.empty) throw malformed("trailing bytes after the details");
+  return { name, networks, unsafeNetworks, groups, isCA, notBefore, notAfter, issuer };
+}
+
+/** Splits a v2 certificate into its parts; the caller checks canonical form by re-encoding. */
+export function decodeV2(raw: Uint8Array): {
+  fields: V2Fields;
+  rawDetails: Uint8Array;
+  signature: Uint8Array;
+} {
+  if (raw.length === 0 || raw.length > MAX_CERTIFICATE_SIZE)
+    throw malformed("empty or larger than 64 KiB");
+  const top = new DerReader(raw);
+  const r = new DerReader(top.read(TAG_SEQUENCE));
+  if (!top.empty) throw malformed("trailing bytes after the certificate");
+  const rawDetails = r.readElement(TAG_CERT_DETAILS).element;
+  let curve: Curve = "CURVE25519";
+  const curveBytes = r.readOptional(TAG_CERT_CURVE);
+  if (curveBytes !== undefined) {
+    const c = curveBytes.length === 1 ? curveFromWire(curveBytes[0] as number) : undefined;
+    if (c === undefined) throw malformed("unknown curve");
+    curve = c;
+  }
+  const publicKey = r.readOptional(TAG_CERT_PUBLIC_KEY);
+  if (publicKey === undefined || publicKey.length === 0)
+    throw malformed("the public key is missing");
+  const signature = r.read(TAG_CERT_SIGNATURE);
+  if (signature.length === 0) throw malformed("the signature is empty");
+  if (!r.empty) throw malformed("trailing fields after the signature");
+  const details = decodeDetails(rawDetails);
+  return {
+    fields: { ...details, curve, publicKey: publicKey.slice() },
+    rawDetails: rawDetails.slice(),
+    signature: signature.slice(),
+  };
+}
+
+function networkList(tag: number, list: Cidr[]): Uint8Array[] {
+  if (list.length === 0) return [];
+  const items = list.map((c) => {
+    const v = new Uint8Array(c.bytes.length + 1);
+    v.set(c.bytes);
+    v[c.bytes.length] = c.prefix;
+    return derElement(TAG_OCTET_STRING, v);
+  });
+  return [derElement(tag, ...items)];
+}
+
+/** The DER Details element (tag [0] included), exactly as Nebula marshals it. */
+export function encodeV2Details(f: Omit<V2Fields, "curve" | "publicKey">): Uint8Array {
+  const parts: Uint8Array[] = [derElement(TAG_NAME, utf8Encoder.encode(f.name))];
+  parts.push(...networkList(TAG_NETWORKS, f.networks));
+  parts.push(...networkList(TAG_UNSAFE_NETWORKS, f.unsafeNetworks));
+  if (f.groups.length > 0) {
+    const gs = f.groups.map((g) => derElement(TAG_UTF8_STRING, utf8Encoder.encode(g)));
+    parts.push(derElement(TAG_GROUPS, ...gs));
+  }
+  if (f.isCA) parts.push(derElement(TAG_IS_CA, Uint8Array.of(0xff)));
+  parts.push(derElement(TAG_NOT_BEFORE, derIntegerValue(f.notBefore)));
+  parts.push(derElement(TAG_NOT_AFTER, derIntegerValue(f.notAfter)));
+  if (f.issuer.length > 0) parts.push(derElement(TAG_ISSUER, f.issuer));
+  return derElement(TAG_CERT_DETAILS, ...parts);
+}
+
+/** What Nebula signs: details || curve byte || public key. */
+export function v2SigningMessage(
+  rawDetails: Uint8Array,
+  curve: Curve,
+  publicKey: Uint8Array,
+): Uint8Array {
+  return concatBytes(rawDetails, Uint8Array.of(CURVE_WIRE[curve]), publicKey);
+}
+
+/** What Nebula fingerprints: details || curve byte || public key || signature. */
+export function v2FingerprintInput(
+  rawDetails: Uint8Array,
+  curve: Curve,
+  publicKey: Uint8Array,
+  signature: Uint8Array,
+): Uint8Array {
+  return concatBytes(rawDetails, Uint8Array.of(CURVE_WIRE[curve]), publicKey, signature);
+}
+
+export function encodeV2(
+  rawDetails: Uint8Array,
+  curve: Curve,
+  publicKey: Uint8Array,
+  signature: Uint8Array,
+): Uint8Array {
+  const parts = [rawDetails];
+  if (curve !== "CURVE25519")
+    parts.push(derElement(TAG_CERT_CURVE, Uint8Array.of(CURVE_WIRE[curve])));
+  parts.push(derElement(TAG_CERT_PUBLIC_KEY, publicKey));
+  parts.push(derElement(TAG_CERT_SIGNATURE, signature));
+  return derElement(TAG_SEQUENCE, ...parts);
+}
