@@ -85,7 +85,9 @@ function expectPrintJson(cert: NebulaCertificate, printed: unknown): void {
 }
 
 function hostPublicKeyOf(curve: string, privateKey: Uint8Array): Uint8Array {
-  return curve === "CURVE25519" ? x25519.getPublicKey(privateKey) : p256.getPublicKey(privateKey, false);
+  return curve === "CURVE25519"
+    ? x25519.getPublicKey(privateKey)
+    : p256.getPublicKey(privateKey, false);
 }
 
 describe("nebula-cert vectors", () => {
@@ -108,7 +110,11 @@ describe("nebula-cert vectors", () => {
         expect(certificateToPem(ca)).toBe(caPem);
         if (has(c, "ca.print.json")) expectPrintJson(ca, JSON.parse(read(c, "ca.print.json")));
         // A pool accepts it (self-signature verifies).
-        expect(CaPool.fromPem(caPem).list().map((x) => x.fingerprint)).toEqual([ca.fingerprint]);
+        expect(
+          CaPool.fromPem(caPem)
+            .list()
+            .map((x) => x.fingerprint),
+        ).toEqual([ca.fingerprint]);
       });
 
       it("CA private key parses (or opens with its passphrase) and belongs to the CA", async () => {
@@ -144,7 +150,8 @@ describe("nebula-cert vectors", () => {
         expect(host.isCA).toBe(false);
         expect(encodeCertificate(host)).toEqual(host.raw);
         expect(certificateToPem(host)).toBe(hostPem);
-        if (has(c, "host.print.json")) expectPrintJson(host, JSON.parse(read(c, "host.print.json")));
+        if (has(c, "host.print.json"))
+          expectPrintJson(host, JSON.parse(read(c, "host.print.json")));
       });
 
       it("host certificate verifies against its CA", async () => {
@@ -191,8 +198,12 @@ describe("nebula-cert vectors", () => {
       it("the vector CA key signs a new host certificate that verifies", async () => {
         const [ca] = parseCertificatesPem(caPem);
         const [host] = parseCertificatesPem(hostPem);
-        if (!ca || !host || !has(c, "ca.key") || isEncryptedPrivateKeyPem(read(c, "ca.key"))) return;
-        const signer = await signerFromPrivateKey(ca.curve, parsePrivateKeyPem(read(c, "ca.key")).privateKey);
+        if (!ca || !host || !has(c, "ca.key") || isEncryptedPrivateKeyPem(read(c, "ca.key")))
+          return;
+        const signer = await signerFromPrivateKey(
+          ca.curve,
+          parsePrivateKeyPem(read(c, "ca.key")).privateKey,
+        );
         const again = await signCertificate(
           {
             version: host.version,
@@ -210,10 +221,12 @@ describe("nebula-cert vectors", () => {
           signer,
         );
         const pool = CaPool.fromPem(caPem);
-        await expect(pool.verify(again, { now: new Date(host.notBefore.getTime() + 1000) })).resolves.toBe(
-          pool.get(ca.fingerprint),
+        await expect(
+          pool.verify(again, { now: new Date(host.notBefore.getTime() + 1000) }),
+        ).resolves.toBe(pool.get(ca.fingerprint));
+        expect(parseCertificatesPem(certificateToPem(again))[0]?.fingerprint).toBe(
+          again.fingerprint,
         );
-        expect(parseCertificatesPem(certificateToPem(again))[0]?.fingerprint).toBe(again.fingerprint);
       });
     });
   }
