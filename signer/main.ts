@@ -5,19 +5,17 @@
  * `{"msg":"signer ready",...}` when it accepts connections, for scripts to wait on.
  */
 import { createOidcVerifier } from "../core/auth/oidc.ts";
-import { openDatabase } from "../db/client.ts";
 import { createSignerApp } from "./app.ts";
 import { signerConfigFromEnv } from "./config.ts";
 import { createCustody } from "./custody/index.ts";
 import { jsonLineLogger } from "./log.ts";
-import { createSignerStore } from "./store/index.ts";
+import { openSignerStore } from "./store/index.ts";
 
 const logger = jsonLineLogger();
 
 async function startSigner(): Promise<void> {
   const config = signerConfigFromEnv(process.env);
-  const db = await openDatabase({ url: config.db.url, authToken: config.db.authToken });
-  const store = await createSignerStore(db);
+  const store = await openSignerStore({ url: config.db.url, authToken: config.db.authToken });
   const custody = await createCustody(config.custody);
   const oidc = createOidcVerifier(config.oidc);
   const app = createSignerApp({
