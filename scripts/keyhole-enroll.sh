@@ -144,6 +144,12 @@ check_api() {
   done
 }
 
+if [ "$mode" = enroll ]; then
+  check_api
+elif [ ! -d "$dir" ]; then
+  die "$EX_LOCAL" "$dir does not exist: enroll this host first"
+fi
+
 command -v curl >/dev/null 2>&1 || die "$EX_LOCAL" "curl is required: install it (apt-get install curl)"
 command -v awk >/dev/null 2>&1 || die "$EX_LOCAL" "awk is required"
 
@@ -588,7 +594,6 @@ install_issued() {
 # ---- enroll ----
 
 if [ "$mode" = enroll ]; then
-  check_api
   curve=${curve:-25519}
   tun_dev=${tun_dev:-nebula1}
   make_keypair "$curve" "$work/host.key" "$work/host.pub"
