@@ -20,8 +20,8 @@ export interface Argon2Params {
 
 /** Our default for new keys: strong, yet workable in pure JS (nebula-cert's own default is 2 GiB). */
 export const DEFAULT_ARGON2: Argon2Params = { memoryKiB: 65536, iterations: 3, parallelism: 4 };
-/** Largest Argon2 memory this library will spend on opening a key unless told otherwise. */
-export const DEFAULT_MAX_MEMORY_KIB = 1024 * 1024;
+/** Largest Argon2 memory spent opening a key unless told otherwise: nebula-cert's default (2 GiB, slow in JS). */
+export const DEFAULT_MAX_MEMORY_KIB = 2 * 1024 * 1024;
 
 const ARGON2_VERSION = 0x13;
 const ALGORITHM = "AES-256-GCM";

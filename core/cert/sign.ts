@@ -106,7 +106,7 @@ export async function signCertificate(
   if (version === 2) {
     d.networks.sort(compareCidr);
     d.unsafeNetworks.sort(compareCidr);
-  } else if (!d.isCA && d.networks.length !== 1) {
+  } else if (!d.isCA && d.networks.length > 1) {
     throw new CertError(
       "invalid_network",
       "a v1 host certificate holds exactly one IPv4 network; use certificate version 2 for more",
