@@ -1,0 +1,348 @@
+/**
+ * Signing speed: host certificates per second through core/cert's `signCertificate` (v1/v2 x
+ * Curve25519/P-256), measured in the same run against
+ *   - a raw WebCrypto sign loop over a message of the same size (the ceiling; target ratio >= 0.85),
+ *   - the same signing with the pure-JS @noble/curves signer (for runtimes without WebCrypto Ed25519),
+ *   - a `nebula-cert sign` loop, one process per certificate, as people script it today.
+ * Each measurement is the median of several short rounds, configurations interleaved so that drift
+ * on a shared machine hits all of them alike. Stand-alone: `node bin/run-ts.mjs bench/sign.ts`.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import {
+  type CaSigner,
+  type CertVersion,
+  type Curve,
+  generateCaKeyPair,
+  generateHostKeyPair,
+  type NebulaCertificate,
+  nobleSignerFromPrivateKey,
+  signCertificate,
+  signerFromPrivateKey,
+} from "../core/cert/index.ts";
+
+const run = promisify(execFile);
+
+export const SIGN_RATIO_TARGET = 0.85;
+
+export interface SignBenchOptions {
+  /** Rounds per measurement; the median is reported. Default 5. */
+  rounds?: number;
+  /** Length of one in-process round in milliseconds. Default 250. */
+  roundMs?: number;
+  /** Path of nebula-cert 1.11; null skips the subprocess loop. Default: the project's .cache copy. */
+  nebulaCert?: string | null;
+  /** Processes per nebula-cert round. Default 8. */
+  nebulaCertPerRound?: number;
+  /** Progress lines; default silent. */
+  log?: (line: string) => void;
+}
+
+export interface SignBenchRow {
+  version: CertVersion;
+  curve: Curve;
+  /** Bytes WebCrypto signs in the raw loop (the certificate minus its signature). */
+  messageBytes: number;
+  /** signCertificate with the default (WebCrypto) signer, certificates per second. */
+  signCertificatePerSec: number;
+  /** Raw crypto.subtle.sign over `messageBytes` bytes, signatures per second. */
+  rawWebCryptoPerSec: number;
+  /** signCertificatePerSec / rawWebCryptoPerSec. */
+  ratio: number;
+  /** signCertificate with the @noble/curves signer, certificates per second. */
+  noblePerSec: number;
+  /** noblePerSec / signCertificatePerSec. */
+  nobleVsWebCrypto: number;
+  /** `nebula-cert sign` subprocesses per second; null when nebula-cert was not run. */
+  nebulaCertPerSec: number | null;
+}
+
+export interface SignBenchResult {
+  runtime: string;
+  rounds: number;
+  roundMs: number;
+  target: number;
+  /** Every row's ratio is at least the target. */
+  meetsTarget: boolean;
+  rows: SignBenchRow[];
+  /** Why nebula-cert was not measured, when it was not. */
+  nebulaCertSkipped?: string;
+}
+
+const COMBOS: { version: CertVersion; curve: Curve }[] = [
+  { version: 1, curve: "CURVE25519" },
+  { version: 2, curve: "CURVE25519" },
+  { version: 1, curve: "P256" },
+  { version: 2, curve: "P256" },
+];
+
+interface Fixture {
+  version: CertVersion;
+  curve: Curve;
+  ca: NebulaCertificate;
+  signer: CaSigner;
+  noble: CaSigner;
+  hostPublicKey: Uint8Array;
+  message: Uint8Array<ArrayBuffer>;
+  rawKey: CryptoKey;
+  rawAlgorithm: AlgorithmIdentifier | EcdsaParams;
+}
+
+export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchResult> {
+  const rounds = opts.rounds ?? 5;
+  const roundMs = opts.roundMs ?? 250;
+  const log = opts.log ?? (() => {});
+  const fixtures = await Promise.all(COMBOS.map((c) => makeFixture(c.version, c.curve)));
+
+  const loops: { key: string; step: (f: Fixture, i: number) => Promise<unknown> }[] = [
+    { key: "lib", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.signer) },
+    { key: "raw", step: (f) => crypto.subtle.sign(f.rawAlgorithm, f.rawKey, f.message) },
+    { key: "noble", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.noble) },
+  ];
+  const samples = new Map<string, number[]>();
+  for (let r = 0; r < rounds; r++) {
+    for (const f of fixtures) {
+      for (const loop of loops) {
+        // Noble P-256 and Ed25519 are slow; shorter rounds keep the whole run bounded.
+        const ms = loop.key === "noble" ? roundMs / 2 : roundMs;
+        const rate = await ratePerSecond(ms, (i) => loop.step(f, i));
+        const id = `${f.version}/${f.curve}/${loop.key}`;
+        samples.set(id, [...(samples.get(id) ?? []), rate]);
+      }
+    }
+    log(`round ${r + 1}/${rounds} done`);
+  }
+
+  const nebula = await benchNebulaCert(opts, Math.max(3, Math.ceil(rounds / 2)), log);
+  const rows: SignBenchRow[] = fixtures.map((f) => {
+    const at = (k: string) => median(samples.get(`${f.version}/${f.curve}/${k}`) ?? []);
+    const lib = at("lib");
+    const raw = at("raw");
+    const noble = at("noble");
+    return {
+      version: f.version,
+      curve: f.curve,
+      messageBytes: f.message.length,
+      signCertificatePerSec: lib,
+      rawWebCryptoPerSec: raw,
+      ratio: lib / raw,
+      noblePerSec: noble,
+      nobleVsWebCrypto: noble / lib,
+      nebulaCertPerSec: nebula.rates?.get(`${f.version}/${f.curve}`) ?? null,
+    };
+  });
+  const result: SignBenchResult = {
+    runtime: runtimeName(),
+    rounds,
+    roundMs,
+    target: SIGN_RATIO_TARGET,
+    meetsTarget: rows.every((r) => r.ratio >= SIGN_RATIO_TARGET),
+    rows,
+  };
+  if (nebula.skipped) result.nebulaCertSkipped = nebula.skipped;
+  return result;
+}
+
+/** The readable table `npm run bench` prints. */
+export function formatSignBench(result: SignBenchResult): string {
+  const head = [
+    "cert",
+    "signCertificate/s",
+    "raw WebCrypto/s",
+    "ratio",
+    "noble/s",
+    "noble÷WebCrypto",
+    "nebula-cert/s",
+  ];
+  const body = result.rows.map((r) => [
+    `v${r.version} ${r.curve === "P256" ? "P256" : "25519"}`,
+    r.signCertificatePerSec.toFixed(0),
+    r.rawWebCryptoPerSec.toFixed(0),
+    `${r.ratio.toFixed(2)}${r.ratio >= result.target ? "" : " (below target)"}`,
+    r.noblePerSec.toFixed(0),
+    r.nobleVsWebCrypto.toFixed(2),
+    r.nebulaCertPerSec === null ? "-" : r.nebulaCertPerSec.toFixed(1),
+  ]);
+  const widths = head.map((h, i) =>
+    Math.max(h.length, ...body.map((row) => (row[i] as string).length)),
+  );
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] as number)).join("  ");
+  const lines = [
+    `Signing on ${result.runtime}: medians of ${result.rounds} rounds of ${result.roundMs} ms, one signature at a time`,
+    line(head),
+    ...body.map(line),
+    `target: signCertificate >= ${result.target} x raw WebCrypto: ${result.meetsTarget ? "met" : "NOT met"}`,
+  ];
+  if (result.nebulaCertSkipped) lines.push(`nebula-cert loop skipped: ${result.nebulaCertSkipped}`);
+  return `${lines.join("\n")}\n`;
+}
+
+async function makeFixture(version: CertVersion, curve: Curve): Promise<Fixture> {
+  const keys = await generateCaKeyPair(curve);
+  const signer = await signerFromPrivateKey(curve, keys.privateKey);
+  const noble = nobleSignerFromPrivateKey(curve, keys.privateKey.slice());
+  const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const ca = await signCertificate(
+    {
+      version,
+      name: `bench CA v${version} ${curve}`,
+      networks: ["10.80.0.0/16"],
+      unsafeNetworks: [],
+      groups: ["servers", "ops"],
+      isCA: true,
+      notBefore: now,
+      notAfter: new Date(now.getTime() + 86400_000),
+      publicKey: keys.publicKey,
+      curve,
+    },
+    null,
+    signer,
+  );
+  const host = await generateHostKeyPair(curve);
+  const f: Fixture = {
+    version,
+    curve,
+    ca,
+    signer,
+    noble,
+    hostPublicKey: host.publicKey,
+    message: new Uint8Array(0),
+    rawKey: undefined as unknown as CryptoKey,
+    rawAlgorithm: { name: "Ed25519" },
+  };
+  const sample = await signCertificate(hostDetails(f, 0), ca, signer);
+  f.message = crypto.getRandomValues(new Uint8Array(sample.raw.length - sample.signature.length));
+  if (curve === "CURVE25519") {
+    const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, false, [
+      "sign",
+      "verify",
+    ])) as CryptoKeyPair;
+    f.rawKey = pair.privateKey;
+    f.rawAlgorithm = { name: "Ed25519" };
+  } else {
+    const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, [
+      "sign",
+      "verify",
+    ]);
+    f.rawKey = pair.privateKey;
+    f.rawAlgorithm = { name: "ECDSA", hash: "SHA-256" } as EcdsaParams;
+  }
+  keys.privateKey.fill(0);
+  return f;
+}
+
+function hostDetails(f: Fixture, i: number) {
+  const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+  return {
+    version: f.version,
+    name: `host-${i}.bench.example`,
+    networks: [`10.80.${(i >> 8) & 0xff}.${i & 0xff || 1}/16`],
+    unsafeNetworks: [],
+    groups: ["servers"],
+    isCA: false,
+    notBefore: now,
+    notAfter: new Date(now.getTime() + 3600_000),
+    publicKey: f.hostPublicKey,
+    curve: f.curve,
+  };
+}
+
+async function ratePerSecond(ms: number, step: (i: number) => Promise<unknown>): Promise<number> {
+  await step(0); // warm
+  let n = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  while (elapsed < ms) {
+    await step(++n);
+    elapsed = performance.now() - start;
+  }
+  return (n * 1000) / elapsed;
+}
+
+async function benchNebulaCert(
+  opts: SignBenchOptions,
+  rounds: number,
+  log: (line: string) => void,
+): Promise<{ rates?: Map<string, number>; skipped?: string }> {
+  if (opts.nebulaCert === null) return { skipped: "disabled by the caller" };
+  const tool =
+    opts.nebulaCert ??
+    resolve(dirname(fileURLToPath(import.meta.url)), "../.cache/nebula-1.11/usr/bin/nebula-cert");
+  if (!existsSync(tool)) return { skipped: `${tool} not found (sh scripts/install-nebula.sh)` };
+  const perRound = opts.nebulaCertPerRound ?? 8;
+  const dir = await mkdtemp(join(tmpdir(), "keyhole-bench-nebula-"));
+  try {
+    const rates = new Map<string, number>();
+    const samples = new Map<string, number[]>();
+    for (const c of COMBOS) {
+      const sub = join(dir, `v${c.version}-${c.curve}`);
+      const curve = c.curve === "P256" ? "P256" : "25519";
+      await mkdir(sub);
+      await run(tool, ["ca", "-name", "bench", "-version", String(c.version), "-curve", curve], {
+        cwd: sub,
+      });
+      await run(tool, ["keygen", "-curve", curve, "-out-key", "host.key", "-out-pub", "host.pub"], {
+        cwd: sub,
+      });
+    }
+    let serial = 0;
+    for (let r = 0; r < rounds; r++) {
+      for (const c of COMBOS) {
+        const sub = join(dir, `v${c.version}-${c.curve}`);
+        const start = performance.now();
+        for (let i = 0; i < perRound; i++) {
+          serial++;
+          await run(
+            tool,
+            [
+              "sign",
+              "-name",
+              `h${serial}`,
+              "-networks",
+              `10.80.${serial >> 8}.${serial & 0xff || 1}/16`,
+              "-in-pub",
+              "host.pub",
+            ],
+            { cwd: sub },
+          );
+        }
+        const id = `${c.version}/${c.curve}`;
+        samples.set(id, [
+          ...(samples.get(id) ?? []),
+          (perRound * 1000) / (performance.now() - start),
+        ]);
+      }
+      log(`nebula-cert round ${r + 1}/${rounds} done`);
+    }
+    for (const [id, s] of samples) rates.set(id, median(s));
+    return { rates };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function runtimeName(): string {
+  const g = globalThis as { Bun?: { version: string }; Deno?: { version: { deno: string } } };
+  if (g.Bun) return `Bun ${g.Bun.version}`;
+  if (g.Deno) return `Deno ${g.Deno.version.deno}`;
+  return `Node ${process.versions.node}`;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const started = performance.now();
+  const result = await benchSign({ log: (l) => process.stderr.write(`bench/sign: ${l}\n`) });
+  process.stdout.write(formatSignBench(result));
+  process.stdout.write(`(${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+}
