@@ -169,3 +169,95 @@ export async function hostPublicKeyPem(curve: "25519" | "P256" = "25519"): Promi
   const pair = await generateHostKeyPair(curve === "25519" ? "CURVE25519" : "P256");
   return publicKeyToPem(pair.curve, pair.publicKey);
 }
+
+export interface BunSigner {
+  url: string;
+  port: number;
+  /** Every stdout line the signer printed, parsed. */
+  lines: Record<string, unknown>[];
+  stderr: () => string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the real signer process (`bun signer/main.ts`) with the given environment and waits for its
+ * `signer ready` line. Killed on stop and when the test process exits.
+ */
+export async function startBunSigner(
+  env: Record<string, string>,
+  timeoutMs = 30_000,
+): Promise<BunSigner> {
+  const { spawn } = await import("node:child_process");
+  const { resolve } = await import("node:path");
+  const root = resolve(import.meta.dirname, "..");
+  const child = spawn(resolve(root, "node_modules/.bin/bun"), ["signer/main.ts"], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  };
+  process.once("exit", kill);
+  const lines: Record<string, unknown>[] = [];
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  let buffered = "";
+  const ready = new Promise<string>((resolveReady, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`signer not ready in ${timeoutMs} ms: ${err.slice(-500)}`)),
+      timeoutMs,
+    );
+    child.stdout.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      let nl = buffered.indexOf("\n");
+      while (nl >= 0) {
+        const text = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf("\n");
+        try {
+          const line = JSON.parse(text) as Record<string, unknown>;
+          lines.push(line);
+          if (line.msg === "signer ready") {
+            clearTimeout(timer);
+            resolveReady(String(line.url));
+          }
+          if (line.msg === "signer failed to start") {
+            clearTimeout(timer);
+            reject(new Error(`signer failed to start: ${String(line.error)}`));
+          }
+        } catch {
+          // not a JSON line (Bun's own output)
+        }
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`signer exited with ${code}: ${err.slice(-500)}`));
+    });
+  });
+  let url: string;
+  try {
+    url = await ready;
+  } catch (e) {
+    kill();
+    throw e;
+  }
+  return {
+    url,
+    port: Number(new URL(url).port),
+    lines,
+    stderr: () => err,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(kill, 3000);
+      await exited;
+      clearTimeout(timer);
+      process.removeListener("exit", kill);
+    },
+  };
+}
