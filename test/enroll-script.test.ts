@@ -23,7 +23,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
 import type {
   BlocklistResponse,
   IssuedCertificate,
@@ -55,6 +55,7 @@ interface IssuerHost {
   network: IssuerNetwork;
   name: string;
   networks: string[];
+  lighthouse: boolean;
   publicKey: string;
   token: string;
   spentTokens: Set<string>;
@@ -77,10 +78,43 @@ interface Reply {
 
 const ok = (value: unknown): Reply => ({ status: 200, value });
 
+/**
+ * Valid JSON that a careless reader gets wrong: unknown nested fields of every type before the real
+ * ones, indentation and newlines, "\/" escapes inside the PEM, and \u escapes (with a surrogate pair).
+ */
+function hostileJson(value: unknown): string {
+  const noise = {
+    'x-"noise"\\': [
+      1,
+      -2.5e3,
+      0.25,
+      true,
+      false,
+      null,
+      { nested: [[], {}], "ünïcode ✓ 🚀": "tab\there" },
+    ],
+  };
+  const text = JSON.stringify(
+    typeof value === "object" && value !== null ? { ...noise, ...value } : value,
+    null,
+    2,
+  );
+  return text
+    .replace(/\//g, "\\/")
+    .replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 class NebulaCertIssuer {
   readonly dir: string;
   readonly networks = new Map<string, IssuerNetwork>();
-  readonly codes = new Map<string, { network: IssuerNetwork; name: string; networks: string[] }>();
+  readonly codes = new Map<
+    string,
+    { network: IssuerNetwork; name: string; networks: string[]; lighthouse: boolean }
+  >();
+  /** "hostile": pretty-printed, every "/" and non-ASCII character escaped, unknown fields first. */
+  encoding: "compact" | "hostile" = "compact";
+  /** Answer the next successful request with a truncated body (a broken proxy, say). */
+  truncateNext = false;
   readonly hosts: IssuerHost[] = [];
   readonly seen: SeenRequest[] = [];
   readonly nebulaCert: string;
@@ -115,9 +149,9 @@ class NebulaCertIssuer {
   }
 
   /** Register a host; returns its one-time enrollment code. */
-  addCode(network: IssuerNetwork, name: string, networks: string[]): string {
+  addCode(network: IssuerNetwork, name: string, networks: string[], lighthouse = false): string {
     const code = randomBytes(18).toString("base64url");
-    this.codes.set(code, { network, name, networks });
+    this.codes.set(code, { network, name, networks, lighthouse });
     return code;
   }
 
@@ -141,7 +175,12 @@ class NebulaCertIssuer {
         } catch (e) {
           reply = this.fail(traceId, "internal", (e as Error).message.split("\n")[0] ?? "error");
         }
-        const json = JSON.stringify(reply.value);
+        let json =
+          this.encoding === "hostile" ? hostileJson(reply.value) : JSON.stringify(reply.value);
+        if (this.truncateNext && reply.status === 200) {
+          this.truncateNext = false;
+          json = json.slice(0, Math.floor(json.length / 2));
+        }
         const seen = this.seen.at(-1);
         if (seen) seen.response = json;
         res.writeHead(reply.status, { "content-type": "application/json" });
@@ -195,6 +234,7 @@ class NebulaCertIssuer {
         network: entry.network,
         name: entry.name,
         networks: entry.networks,
+        lighthouse: entry.lighthouse,
         publicKey: parsed.publicKey,
         token: "",
         spentTokens: new Set(),
@@ -280,7 +320,7 @@ class NebulaCertIssuer {
         hostToken: host.token,
         config: {
           network: { id: n.id, name: n.name, cidrs: n.cidrs },
-          isLighthouse: false,
+          isLighthouse: host.lighthouse,
           listenPort: 4242,
           lighthouses: n.lighthouses,
           staticHostMap: n.staticHostMap,
@@ -590,6 +630,10 @@ describeWith(
     });
 
     it("enrolls a Curve25519 host with only openssl (sh): v1 config accepted by nebula 1.6.1 and 1.11", async () => {
+      issuer.encoding = "hostile";
+      onTestFinished(() => {
+        issuer.encoding = "compact";
+      });
       await enrollAndCheck({
         shell: "sh",
         network: x25519v1,
@@ -623,6 +667,10 @@ describeWith(
         networks: ["10.50.0.14/16", "fd50::14/64"],
         withNebulaCert: false,
         nebulaBinaries: [],
+      });
+      issuer.encoding = "hostile";
+      onTestFinished(() => {
+        issuer.encoding = "compact";
       });
       const token0 = readFileSync(join(hostDir, "host.token"), "utf8");
       const crt0 = readFileSync(join(hostDir, "host.crt"), "utf8");
@@ -721,6 +769,21 @@ describeWith(
       const traceId = /trace id ([0-9a-f]{32})/.exec(r.stderr)?.[1];
       expect(JSON.parse(issuer.seen.at(-1)?.response ?? "{}").error?.traceId).toBe(traceId);
       expect(r.stderr).not.toContain("not-a-real-code-123");
+      expect(execFileSync("/bin/sh", ["-c", `ls -A '${hostDir}'`], { encoding: "utf8" })).toBe("");
+    });
+
+    it("a 200 whose body is not whole JSON exits 3 and installs nothing", async () => {
+      const hostDir = join(dir, "truncated");
+      const code = issuer.addCode(x25519v2, "truncated", ["10.50.0.30/16"]);
+      secretsSeen.push(code);
+      issuer.truncateNext = true;
+      const r = await run("dash", ["--api", issuer.url, "--code", code, "--dir", hostDir], {
+        env: { NEBULA_CERT: nebulaCert111.path },
+      });
+      expect(r.code).toBe(3);
+      expect(r.stderr).toMatch(
+        /POST \/v1\/enroll: HTTP 200 but the body is not JSON \(trace id [0-9a-f]{32}\)/,
+      );
       expect(execFileSync("/bin/sh", ["-c", `ls -A '${hostDir}'`], { encoding: "utf8" })).toBe("");
     });
 
