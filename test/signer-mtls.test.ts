@@ -68,13 +68,6 @@ async function attempt(
     headersTimeout: 5000,
     bodyTimeout: 5000,
   });
-    dispatcher: agent,
-    method: init.method ?? "GET",
-    headers: init.headers,
-    body: init.body,
-    headersTimeout: 5000,
-    bodyTimeout: 5000,
-  });
   const text = await res.body.text();
   return { status: res.statusCode, text };
 }
