@@ -14,7 +14,7 @@ import type { AuditRowView } from "../../core/contract/api.ts";
 import type { Orm } from "../../db/client.ts";
 import { auditEvents } from "../../db/schema.ts";
 import type { AuditChainReport, AuditEventInput } from "./types.ts";
-import type { WriteTx } from "./writer.ts";
+import type { TxState, WriteTx } from "./writer.ts";
 
 export const GENESIS_HASH = "0".repeat(64);
 
@@ -58,18 +58,26 @@ export function auditHash(row: Omit<AuditRow, "seq" | "hash">): string {
     .digest("hex");
 }
 
-/** Appends one row to the chain inside the writer's transaction. */
+/**
+ * Appends one row to the chain inside the writer's transaction. The previous hash is read from the
+ * table the first time in a transaction and then carried in `state` (the writer restores it when a
+ * job's savepoint rolls back).
+ */
 export async function appendAudit(
   tx: WriteTx,
   event: AuditEventInput,
   now: Date,
+  state: TxState = { chainHead: null },
 ): Promise<AuditRowView> {
-  const last = await tx
-    .select({ hash: auditEvents.hash })
-    .from(auditEvents)
-    .orderBy(desc(auditEvents.seq))
-    .limit(1);
-  const prevHash = last[0]?.hash ?? GENESIS_HASH;
+  if (state.chainHead === null) {
+    const last = await tx
+      .select({ hash: auditEvents.hash })
+      .from(auditEvents)
+      .orderBy(desc(auditEvents.seq))
+      .limit(1);
+    state.chainHead = last[0]?.hash ?? GENESIS_HASH;
+  }
+  const prevHash = state.chainHead;
   const row = {
     id: randomUUID(),
     at: new Date((event.at ?? now).getTime()),
@@ -93,6 +101,7 @@ export async function appendAudit(
     .values({ ...row, hash })
     .returning({ seq: auditEvents.seq });
   const seq = inserted[0]?.seq ?? 0;
+  state.chainHead = hash;
   return toAuditView({ ...row, seq, hash });
 }
 

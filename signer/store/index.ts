@@ -68,7 +68,13 @@ import type {
   SignerStore,
   SignerStoreOptions,
 } from "./types.ts";
-import { createWriter, type JobResult, type WriterStats, type WriteTx } from "./writer.ts";
+import {
+  createWriter,
+  type JobResult,
+  type TxState,
+  type WriterStats,
+  type WriteTx,
+} from "./writer.ts";
 
 export { canonicalJson, GENESIS_HASH, lastAuditHash } from "./audit.ts";
 export { hashSecret, newId } from "./secrets.ts";
@@ -118,10 +124,12 @@ export function createSignerStore(
     }
   }
 
-  function write<T>(run: (tx: WriteTx, now: Date) => Promise<JobResult<T>>): Promise<T> {
+  function write<T>(
+    run: (tx: WriteTx, now: Date, state: TxState) => Promise<JobResult<T>>,
+  ): Promise<T> {
     if (closed)
       return Promise.reject(new KeyholeError("storage_unavailable", "the store is closed"));
-    return writer.submit((tx) => run(tx, clock()));
+    return writer.submit((tx, state) => run(tx, clock(), state));
   }
 
   // ---- row mapping ----
@@ -260,9 +268,10 @@ export function createSignerStore(
     tx: WriteTx,
     events: readonly AuditEventInput[],
     now: Date,
+    state: TxState,
   ): Promise<AuditRowView[]> {
     const out: AuditRowView[] = [];
-    for (const e of events) out.push(await appendAudit(tx, e, now));
+    for (const e of events) out.push(await appendAudit(tx, e, now, state));
     return out;
   }
 
@@ -320,7 +329,7 @@ export function createSignerStore(
     async createNetwork(input: CreateNetworkInput): Promise<NetworkRecord> {
       const cidrs = canonicalNetworkCidrs(input.cidrs);
       requireSealedKeys(input.ca);
-      return write(async (tx, now) => {
+      return write(async (tx, now, state) => {
         const taken = await tx
           .select({ id: networks.id })
           .from(networks)
@@ -341,7 +350,7 @@ export function createSignerStore(
         };
         await tx.insert(networks).values(row).catch(constraintToApi);
         await insertCa(tx, input.id, input.org, input.ca, now);
-        await appendAll(tx, input.audit, now);
+        await appendAll(tx, input.audit, now, state);
         return { value: networkRecord(row) };
       });
     },
@@ -394,7 +403,7 @@ export function createSignerStore(
 
     async rotateCa(input: RotateCaInput): Promise<CaRecord> {
       requireSealedKeys(input.ca);
-      return write(async (tx, now) => {
+      return write(async (tx, now, state) => {
         const net = await selectNetwork(tx, input.networkId);
         if (!net) throw new KeyholeError("not_found", "no such network");
         await tx
@@ -408,7 +417,7 @@ export function createSignerStore(
             .where(and(eq(cas.networkId, input.networkId), eq(cas.state, "previous")));
         }
         const ca = await insertCa(tx, input.networkId, net.org, input.ca, now);
-        await appendAll(tx, input.audit, now);
+        await appendAll(tx, input.audit, now, state);
         return { value: ca };
       });
     },
@@ -462,7 +471,7 @@ export function createSignerStore(
           "codeTtl must be a positive duration such as 24h",
         );
       }
-      return write(async (tx, now) => {
+      return write(async (tx, now, state) => {
         const net = await selectNetwork(tx, input.networkId);
         if (!net) throw new KeyholeError("not_found", "no such network");
         const sameName = await tx
@@ -505,6 +514,7 @@ export function createSignerStore(
             detail: { ...e.detail, hostId: id, name: input.name, ip },
           })),
           now,
+          state,
         );
         return {
           value: {
@@ -568,7 +578,7 @@ export function createSignerStore(
     },
 
     blockHost(hostId: string, audit: AuditEventInput[]): Promise<BlockResult> {
-      return write(async (tx, now) => {
+      return write(async (tx, now, state) => {
         const row = await selectHost(tx, hostId);
         if (!row) throw new KeyholeError("not_found", "no such host");
         const revokedFingerprints = await blockInTx(tx, hostId, now);
@@ -579,6 +589,7 @@ export function createSignerStore(
             detail: { ...e.detail, hostId, revoked: revokedFingerprints },
           })),
           now,
+          state,
         );
         return { value: { host: hostRecord({ ...row, state: "blocked" }), revokedFingerprints } };
       });
@@ -643,8 +654,15 @@ export function createSignerStore(
       if (!found) throw new KeyholeError("invalid_host_token", INVALID_TOKEN);
       if (found.host.state === "blocked") throw hostBlocked();
       if (found.token.state === "rotated") {
-        await write(async (tx, now) => ({
-          committedError: await blockForReuse(tx, found.host, found.token.generation, trace, now),
+        await write(async (tx, now, state) => ({
+          committedError: await blockForReuse(
+            tx,
+            found.host,
+            found.token.generation,
+            trace,
+            now,
+            state,
+          ),
         }));
       }
       return {
@@ -667,7 +685,7 @@ export function createSignerStore(
           ),
         );
       }
-      return write(async (tx, now): Promise<JobResult<IssuanceResult>> => {
+      return write(async (tx, now, state): Promise<JobResult<IssuanceResult>> => {
         const idem = input.idempotency;
         if (idem) {
           const prior = await tx
@@ -713,7 +731,14 @@ export function createSignerStore(
             if (knownHost.state === "blocked") throw hostBlocked();
             const trace = { traceId: input.audit[0]?.traceId ?? "0".repeat(32) };
             return {
-              committedError: await blockForReuse(tx, knownHost, known.generation, trace, now),
+              committedError: await blockForReuse(
+                tx,
+                knownHost,
+                known.generation,
+                trace,
+                now,
+                state,
+              ),
             };
           }
           if (rotated[0]?.hostId !== cert.hostId || cert.hostId === null) {
@@ -735,7 +760,7 @@ export function createSignerStore(
           createdAt: now,
         };
         await tx.insert(certificates).values(certRow).catch(constraintToApi);
-        const auditRows = await appendAll(tx, input.audit, now);
+        const auditRows = await appendAll(tx, input.audit, now, state);
         if (idem) {
           await tx.insert(idempotency).values({
             org: idem.org,
@@ -785,7 +810,7 @@ export function createSignerStore(
 
     recordAudit(events: AuditEventInput[]): Promise<AuditRowView[]> {
       if (events.length === 0) return Promise.resolve([]);
-      return write(async (tx, now) => ({ value: await appendAll(tx, events, now) }));
+      return write(async (tx, now, state) => ({ value: await appendAll(tx, events, now, state) }));
     },
 
     listAudit: (org, filter: AuditFilter) =>
@@ -844,6 +869,7 @@ export function createSignerStore(
     generation: number,
     trace: { traceId: string },
     now: Date,
+    state: TxState,
   ): Promise<KeyholeError> {
     const current = await selectHost(tx, host.id);
     if (current && current.state !== "blocked") {
@@ -860,6 +886,7 @@ export function createSignerStore(
           detail: { hostId: host.id, tokenGeneration: generation, blocked: true, revoked },
         },
         now,
+        state,
       );
     }
     return new KeyholeError(

@@ -3,7 +3,8 @@
  * all pending jobs (up to `maxBatch`), runs them in ONE write transaction, each inside its own
  * savepoint, and commits once, so a burst of issuances costs one fsync instead of one each. A job
  * that fails for its own reason (name taken, code already used) rolls back to its savepoint and only
- * that caller sees the error; a storage failure (read-only, locked, gone) fails the whole transaction
+ * that caller sees the error (see runBatch for the fast path that skips savepoints until one is
+ * needed); a storage failure (read-only, locked, gone) fails the whole transaction
  * and every caller in it gets storage_unavailable, with nothing of the batch written.
  *
  * One writer also serialises the audit hash chain: each row reads the previous hash inside the
@@ -22,8 +23,13 @@ export type WriteTx = Parameters<Parameters<Orm["transaction"]>[0]>[0];
  */
 export type JobResult<T> = { value: T } | { committedError: KeyholeError };
 
+/** Per-transaction state jobs share: the audit chain head once read (saves a query per row). */
+export interface TxState {
+  chainHead: string | null;
+}
+
 interface Job {
-  run: (tx: WriteTx) => Promise<JobResult<unknown>>;
+  run: (tx: WriteTx, state: TxState) => Promise<JobResult<unknown>>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
@@ -32,40 +38,81 @@ export interface WriterStats {
   transactions: number;
   jobs: number;
   largestBatch: number;
+  /** Batches re-run with one savepoint per job because a job failed on the fast path. */
+  isolatedRetries: number;
   storageFailures: number;
 }
 
 export interface Writer {
   /** Queue a job; resolves once its transaction has committed. */
-  submit<T>(run: (tx: WriteTx) => Promise<JobResult<T>>): Promise<T>;
+  submit<T>(run: (tx: WriteTx, state: TxState) => Promise<JobResult<T>>): Promise<T>;
   /** Resolves when the queue is empty and no transaction is running. */
   drain(): Promise<void>;
   stats(): WriterStats;
 }
 
+type Outcome = { ok: true; result: JobResult<unknown> } | { ok: false; error: unknown };
+
+/** Thrown inside the fast-path transaction to roll it back when one job fails. */
+class RetryIsolated extends Error {}
+
 export function createWriter(db: Database, maxBatch: number): Writer {
   const queue: Job[] = [];
   let running: Promise<void> | null = null;
-  const counters: WriterStats = { transactions: 0, jobs: 0, largestBatch: 0, storageFailures: 0 };
+  const counters: WriterStats = {
+    transactions: 0,
+    jobs: 0,
+    largestBatch: 0,
+    isolatedRetries: 0,
+    storageFailures: 0,
+  };
 
-  async function commitBatch(batch: Job[]): Promise<void> {
-    const outcomes: ({ ok: true; result: JobResult<unknown> } | { ok: false; error: unknown })[] =
-      [];
-    try {
-      db.assertReachable();
-      await db.write.transaction(async (tx) => {
-        for (const job of batch) {
+  /**
+   * Fast path: every job of the batch runs straight in the transaction (no savepoints). If one job
+   * fails, the whole transaction rolls back and the batch runs again with each job in its own
+   * savepoint, so a failing job never leaves half its writes behind.
+   */
+  async function runBatch(batch: Job[], isolated: boolean): Promise<Outcome[]> {
+    const outcomes: Outcome[] = [];
+    db.assertReachable();
+    await db.write.transaction(async (tx) => {
+      const state: TxState = { chainHead: null };
+      for (const job of batch) {
+        if (!isolated) {
           try {
-            const result = await tx.transaction((sp) => job.run(sp));
-            outcomes.push({ ok: true, result });
+            outcomes.push({ ok: true, result: await job.run(tx, state) });
           } catch (e) {
             if (isStorageFailure(e)) throw e;
-            outcomes.push({ ok: false, error: e });
+            throw new RetryIsolated();
           }
+          continue;
         }
-        // A deleted file would swallow the commit silently; refuse before committing.
-        db.assertReachable();
-      });
+        const head = state.chainHead;
+        try {
+          const result = await tx.transaction((sp) => job.run(sp, state));
+          outcomes.push({ ok: true, result });
+        } catch (e) {
+          if (isStorageFailure(e)) throw e;
+          state.chainHead = head;
+          outcomes.push({ ok: false, error: e });
+        }
+      }
+      // A deleted file would swallow the commit silently; refuse before committing.
+      db.assertReachable();
+    });
+    return outcomes;
+  }
+
+  async function commitBatch(batch: Job[]): Promise<void> {
+    let outcomes: Outcome[];
+    try {
+      try {
+        outcomes = await runBatch(batch, batch.length === 1);
+      } catch (e) {
+        if (!(e instanceof RetryIsolated)) throw e;
+        counters.isolatedRetries++;
+        outcomes = await runBatch(batch, true);
+      }
     } catch (e) {
       counters.storageFailures++;
       const err = toStorageError(e, "the write was not saved");
@@ -94,7 +141,7 @@ export function createWriter(db: Database, maxBatch: number): Writer {
   }
 
   return {
-    submit<T>(run: (tx: WriteTx) => Promise<JobResult<T>>): Promise<T> {
+    submit<T>(run: (tx: WriteTx, state: TxState) => Promise<JobResult<T>>): Promise<T> {
       return new Promise<T>((resolve, reject) => {
         queue.push({ run, resolve: resolve as (v: unknown) => void, reject });
         running ??= pump();
