@@ -1,0 +1,110 @@
+/**
+ * The text forms of custody settings (KEYHOLE_KMS_KEYS, KEYHOLE_KMS_ENDPOINTS, timeouts) and the
+ * canonical context encoding that the local backend binds as associated data.
+ */
+import { describe, expect, it } from "vitest";
+import { resolveOptions } from "./config.ts";
+import { checkContext, encodeContext } from "./context.ts";
+import { CustodyError, createCustody, parseRegionMap } from "./index.ts";
+
+function refusal(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(CustodyError);
+    expect((e as CustodyError).kind).toBe("invalid");
+    return (e as Error).message;
+  }
+  throw new Error("expected a refusal");
+}
+
+describe("parseRegionMap", () => {
+  it("keeps the order given (the preference order) and trims spaces", () => {
+    const map = parseRegionMap(
+      " us-east-1 = alias/keyhole , eu-west-1=arn:aws:kms:eu-west-1:1:key/abc ",
+      "KEYHOLE_KMS_KEYS",
+    );
+    expect(Object.entries(map)).toEqual([
+      ["us-east-1", "alias/keyhole"],
+      ["eu-west-1", "arn:aws:kms:eu-west-1:1:key/abc"],
+    ]);
+  });
+
+  it("splits on the first '=' only, so URLs with queries survive", () => {
+    expect(parseRegionMap("a=http://127.0.0.1:5000/?x=1")).toEqual({
+      a: "http://127.0.0.1:5000/?x=1",
+    });
+  });
+
+  it("refuses malformed maps with a message naming the variable and the expected form", () => {
+    const name = "KEYHOLE_KMS_KEYS";
+    expect(refusal(() => parseRegionMap("", name))).toMatch(
+      /KEYHOLE_KMS_KEYS is empty: .*us-east-1=<value>/,
+    );
+    expect(refusal(() => parseRegionMap("us-east-1", name))).toMatch(/has no "="/);
+    expect(refusal(() => parseRegionMap("us-east-1=k,", name))).toMatch(/empty entry/);
+    expect(refusal(() => parseRegionMap("us-east-1=", name))).toMatch(/empty value/);
+    expect(refusal(() => parseRegionMap("=k", name))).toMatch(/region ""/);
+    expect(refusal(() => parseRegionMap("US East=k", name))).toMatch(/lowercase/);
+    expect(refusal(() => parseRegionMap("a=1,a=2", name))).toMatch(/names region a twice/);
+  });
+});
+
+describe("custody options", () => {
+  it("defaults to a 2 s attempt timeout and no hedge", () => {
+    expect(resolveOptions({})).toEqual({ attemptTimeoutMs: 2000, hedgeAfterMs: null });
+  });
+
+  it("refuses a hedge that would never fire before the timeout, and absurd timeouts", () => {
+    expect(refusal(() => resolveOptions({ attemptTimeoutMs: 500, hedgeAfterMs: 500 }))).toMatch(
+      /below the attempt timeout/,
+    );
+    expect(refusal(() => resolveOptions({ attemptTimeoutMs: 0 }))).toMatch(/1 to 120000/);
+    expect(refusal(() => resolveOptions({ attemptTimeoutMs: Number.NaN }))).toMatch(/1 to 120000/);
+  });
+
+  it("refuses an aws config with no keys or an endpoint for an unknown region", async () => {
+    await expect(createCustody({ backend: "aws", keys: {} })).rejects.toThrow(
+      /needs a key per region/,
+    );
+    await expect(
+      createCustody({
+        backend: "aws",
+        keys: { "us-east-1": "k" },
+        endpoints: { "eu-west-1": "http://127.0.0.1:1" },
+      }),
+    ).rejects.toThrow(/eu-west-1, which has no key/);
+    await expect(
+      createCustody({
+        backend: "aws",
+        keys: { "us-east-1": "k" },
+        endpoints: { "us-east-1": "127.0.0.1:1" },
+      }),
+    ).rejects.toThrow(/must be an http\(s\) URL/);
+  });
+});
+
+describe("encryption context", () => {
+  it("encodes unambiguously: shifting characters between fields changes the bytes", () => {
+    const a = encodeContext({ org: "ab", network: "c", ca: "d" });
+    const b = encodeContext({ org: "a", network: "bc", ca: "d" });
+    const c = encodeContext({ org: "d", network: "c", ca: "ab" });
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+    expect(Buffer.from(a).equals(Buffer.from(c))).toBe(false);
+    // key order of the object does not matter
+    expect(encodeContext({ ca: "d", network: "c", org: "ab" })).toEqual(a);
+  });
+
+  it("refuses empty, oversized, non-string and extra fields", () => {
+    expect(refusal(() => checkContext({ org: "", network: "n", ca: "c" }))).toMatch(/"org"/);
+    expect(refusal(() => checkContext({ org: "o", network: "n".repeat(257), ca: "c" }))).toMatch(
+      /"network"/,
+    );
+    expect(
+      refusal(() => checkContext({ org: "o", network: "n", ca: 7 as unknown as string })),
+    ).toMatch(/"ca"/);
+    expect(
+      refusal(() => checkContext({ org: "o", network: "n", ca: "c", tenant: "t" } as never)),
+    ).toMatch(/unknown fields tenant/);
+  });
+});
