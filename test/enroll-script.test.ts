@@ -31,7 +31,25 @@ import type {
 } from "../core/contract/api.ts";
 import { type ErrorCode, errorBody, statusOf } from "../core/contract/errors.ts";
 import { nebulaConfigYaml } from "./support/nebula-config.ts";
-import { describeWith, nebula16, nebula111, nebulaCert111, REPO_ROOT } from "./support/tools.ts";
+import {
+  createUnderlay,
+  type NebulaProcess,
+  type NetnsHost,
+  netnsCapability,
+  ping,
+  startNebula,
+  type Underlay,
+  uniquePrefix,
+  waitForPing,
+} from "./support/netns.ts";
+import {
+  describeWith,
+  nebula16,
+  nebula111,
+  nebulaCert111,
+  REPO_ROOT,
+  type Tool,
+} from "./support/tools.ts";
 
 const SCRIPT = resolve(REPO_ROOT, "scripts/keyhole-enroll.sh");
 
@@ -874,3 +892,142 @@ describeWith(
     });
   },
 );
+
+/**
+ * The whole host path: the script enrolls a lighthouse and two hosts (in the root namespace, where
+ * the API is reachable on loopback), real nebula runs each config.yml as written inside its own
+ * namespace, and the hosts ping each other. Revoking a host and renewing another with the script
+ * (which fetches the blocklist and sends SIGHUP through nebula.pid) cuts the revoked host off.
+ */
+function enrolledTunnelSuite(o: {
+  title: string;
+  nebula: Tool;
+  version: 1 | 2;
+  octet: number;
+  cidrs: string[];
+  addrs: Record<"lighthouse" | "a" | "b", string[]>;
+  revoke: boolean;
+}): void {
+  describeWith([netnsCapability, o.nebula, nebulaCert111], o.title, () => {
+    const names = ["lighthouse", "a", "b"] as const;
+    type Name = (typeof names)[number];
+    let dir = "";
+    let issuer: NebulaCertIssuer | undefined;
+    let underlay: Underlay | undefined;
+    let network: IssuerNetwork;
+    const hosts = {} as Record<Name, NetnsHost>;
+    const daemons = {} as Record<Name, NebulaProcess>;
+    const v4 = (name: Name) => (o.addrs[name][0] as string).split("/")[0] as string;
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "keyhole-enroll-tunnel-"));
+      issuer = new NebulaCertIssuer(nebulaCert111.path, mkdtempSync(join(dir, "issuer-")));
+      await issuer.start();
+      underlay = await createUnderlay(uniquePrefix("e"), { octet: o.octet });
+      for (const name of names) hosts[name] = await underlay.addHost(name);
+      network = issuer.addNetwork({
+        id: `net-tunnel-v${o.version}`,
+        name: "tunnel",
+        cidrs: o.cidrs,
+        version: o.version,
+        curve: "25519",
+        lighthouses: [
+          {
+            ip: o.addrs.lighthouse[0] as string,
+            staticAddrs: [`${hosts.lighthouse.underlayIp}:4242`],
+          },
+        ],
+        staticHostMap: {},
+      });
+      for (const name of names) {
+        const code = issuer.addCode(network, name, o.addrs[name], name === "lighthouse");
+        const hostDir = join(dir, name);
+        const r = await runScript(
+          "dash",
+          ["--api", issuer.url, "--code", code, "--dir", hostDir, "--tun-dev", "kh1"],
+          {
+            env: { NEBULA_CERT: nebulaCert111.path },
+          },
+        );
+        expect(r.code, r.stderr).toBe(0);
+        daemons[name] = startNebula(hosts[name], {
+          binary: o.nebula.path,
+          configPath: join(hostDir, "config.yml"),
+        });
+        writeFileSync(join(hostDir, "nebula.pid"), `${daemons[name].pid}\n`);
+      }
+      await Promise.all(names.map((n) => daemons[n].waitForTun()));
+    });
+
+    afterAll(async () => {
+      await underlay?.destroy();
+      await issuer?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("hosts enrolled by the script reach each other over the overlay", async () => {
+      expect(readFileSync(join(dir, "lighthouse", "config.yml"), "utf8")).toContain(
+        "am_lighthouse: true",
+      );
+      for (const [from, to] of [
+        ["a", "b"],
+        ["b", "a"],
+      ] as const) {
+        for (const ip of o.addrs[to].map((a) => a.split("/")[0] as string)) {
+          const r = await waitForPing(hosts[from], ip, 15_000);
+          expect(r.received, `${from} -> ${to} ${ip}`).toBeGreaterThanOrEqual(1);
+        }
+      }
+    });
+
+    if (o.revoke) {
+      it("revoking b and renewing a with the script (blocklist + SIGHUP) cuts b off", async () => {
+        await waitForPing(hosts.b, v4("a"), 15_000);
+        const b = issuer?.hosts.find((h) => h.name === "b") as IssuerHost;
+        network.blocklist.push(b.fingerprints.at(-1) as string);
+        const r = await runScript("dash", ["--renew", "--dir", join(dir, "a")], {
+          env: { NEBULA_CERT: nebulaCert111.path },
+        });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(
+          new RegExp(`nebula \\(pid ${daemons.a.pid}\\) reloaded its config`),
+        );
+        const deadline = Date.now() + 30_000;
+        let failuresInARow = 0;
+        while (failuresInARow < 2) {
+          const p = await ping(hosts.b, v4("a"), { count: 1, timeoutSec: 1 });
+          failuresInARow = p.received === 0 ? failuresInARow + 1 : 0;
+          if (Date.now() > deadline)
+            throw new Error(`b still reaches a:\n${daemons.a.logs().slice(-3000)}`);
+        }
+        expect((await ping(hosts.a, v4("b"), { count: 2, timeoutSec: 1 })).received).toBe(0);
+        // a renewed its own certificate and still reaches the lighthouse with it.
+        await waitForPing(hosts.a, v4("lighthouse"), 15_000);
+      });
+    }
+  });
+}
+
+enrolledTunnelSuite({
+  title: "keyhole-enroll.sh + nebula 1.11 in namespaces (v2, IPv4 and IPv6)",
+  nebula: nebula111,
+  version: 2,
+  octet: 3,
+  cidrs: ["10.61.0.0/24", "fd61::/64"],
+  addrs: {
+    lighthouse: ["10.61.0.1/24", "fd61::1/64"],
+    a: ["10.61.0.2/24", "fd61::2/64"],
+    b: ["10.61.0.3/24", "fd61::3/64"],
+  },
+  revoke: true,
+});
+
+enrolledTunnelSuite({
+  title: "keyhole-enroll.sh + nebula 1.6.1 in namespaces (v1, IPv4)",
+  nebula: nebula16,
+  version: 1,
+  octet: 4,
+  cidrs: ["10.62.0.0/24"],
+  addrs: { lighthouse: ["10.62.0.1/24"], a: ["10.62.0.2/24"], b: ["10.62.0.3/24"] },
+  revoke: false,
+});
