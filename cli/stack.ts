@@ -160,12 +160,23 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     });
     stops.push(signer.stop);
     log(`keyhole: signer (Bun, mutual TLS) on ${signer.url}`);
-    const { startEdgeInWorkerd } = await import("../edge/local.ts");
-    const edge = await startEdgeInWorkerd({
+    const env = options.env ?? process.env;
+    const { DEFAULT_RATES, parseRate } = await import("../edge/config.ts");
+    const { startEdgeInMiniflare } = await import("../edge/local.ts");
+    const edge = await startEdgeInMiniflare({
+      vars: {
+        KEYHOLE_SIGNERS: `${signer.region}=${signer.url}`,
+        KEYHOLE_OIDC_ISSUERS: issuer.issuer,
+        KEYHOLE_OIDC_AUDIENCE: issuer.audience,
+        KEYHOLE_ORG_CLAIM: issuer.orgClaim,
+      },
+      tls: { caFile: pki.caCert, certFile: pki.clientCert, keyFile: pki.clientKey },
+      rates: {
+        address: parseRate("KEYHOLE_RATE_ADDRESS", env.KEYHOLE_RATE_ADDRESS, DEFAULT_RATES.address),
+        subject: parseRate("KEYHOLE_RATE_SUBJECT", env.KEYHOLE_RATE_SUBJECT, DEFAULT_RATES.subject),
+        network: parseRate("KEYHOLE_RATE_NETWORK", env.KEYHOLE_RATE_NETWORK, DEFAULT_RATES.network),
+      },
       port: options.edgePort,
-      signers: { [signer.region]: signer.url },
-      pki,
-      oidc: issuer,
     });
     stops.push(edge.dispose);
     log(`keyhole: edge (workerd via Miniflare) on ${edge.url}`);
