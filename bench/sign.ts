@@ -50,6 +50,8 @@ export interface SignBenchRow {
   messageBytes: number;
   /** signCertificate with the default (WebCrypto) signer, certificates per second. */
   signCertificatePerSec: number;
+  /** The CaSigner alone (signerFromPrivateKey) over `messageBytes` bytes: signer overhead vs raw. */
+  signerPerSec: number;
   /** Raw crypto.subtle.sign over `messageBytes` bytes, signatures per second. */
   rawWebCryptoPerSec: number;
   /** signCertificatePerSec / rawWebCryptoPerSec. */
@@ -101,21 +103,23 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
 
   const loops: { key: string; step: (f: Fixture, i: number) => Promise<unknown> }[] = [
     { key: "lib", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.signer) },
+    { key: "signer", step: (f) => f.signer.sign(f.message) },
     { key: "raw", step: (f) => crypto.subtle.sign(f.rawAlgorithm, f.rawKey, f.message) },
     { key: "noble", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.noble) },
   ];
   const samples = new Map<string, number[]>();
-  for (let r = 0; r < rounds; r++) {
+  // One unrecorded round first, so that every path is compiled before it is timed.
+  for (let r = -1; r < rounds; r++) {
     for (const f of fixtures) {
       for (const loop of loops) {
         // Noble P-256 and Ed25519 are slow; shorter rounds keep the whole run bounded.
         const ms = loop.key === "noble" ? roundMs / 2 : roundMs;
         const rate = await ratePerSecond(ms, (i) => loop.step(f, i));
         const id = `${f.version}/${f.curve}/${loop.key}`;
-        samples.set(id, [...(samples.get(id) ?? []), rate]);
+        if (r >= 0) samples.set(id, [...(samples.get(id) ?? []), rate]);
       }
     }
-    log(`round ${r + 1}/${rounds} done`);
+    log(r < 0 ? "warm-up round done" : `round ${r + 1}/${rounds} done`);
   }
 
   const nebula = await benchNebulaCert(opts, Math.max(3, Math.ceil(rounds / 2)), log);
@@ -129,6 +133,7 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
       curve: f.curve,
       messageBytes: f.message.length,
       signCertificatePerSec: lib,
+      signerPerSec: at("signer"),
       rawWebCryptoPerSec: raw,
       ratio: lib / raw,
       noblePerSec: noble,
@@ -153,6 +158,7 @@ export function formatSignBench(result: SignBenchResult): string {
   const head = [
     "cert",
     "signCertificate/s",
+    "CaSigner.sign/s",
     "raw WebCrypto/s",
     "ratio",
     "noble/s",
@@ -162,6 +168,7 @@ export function formatSignBench(result: SignBenchResult): string {
   const body = result.rows.map((r) => [
     `v${r.version} ${r.curve === "P256" ? "P256" : "25519"}`,
     r.signCertificatePerSec.toFixed(0),
+    r.signerPerSec.toFixed(0),
     r.rawWebCryptoPerSec.toFixed(0),
     `${r.ratio.toFixed(2)}${r.ratio >= result.target ? "" : " (below target)"}`,
     r.noblePerSec.toFixed(0),

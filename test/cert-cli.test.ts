@@ -42,6 +42,8 @@ function keyhole(
         done({ code, stdout, stderr });
       },
     );
+    // A tool that exits without reading stdin closes the pipe; that is not a failure.
+    child.stdin?.on("error", () => {});
     child.stdin?.end(options.input ?? "");
   });
 }

@@ -60,6 +60,8 @@ function run(
         });
       },
     );
+    // A tool that exits without reading stdin closes the pipe; that is not a failure.
+    child.stdin?.on("error", () => {});
     child.stdin?.end(input);
   });
 }
