@@ -647,8 +647,13 @@ case $token in *[!A-Za-z0-9._~+/=-]*) die "$EX_REMOTE" "the server sent a malfor
 printf 'Authorization: Bearer %s\n' "$token" >"$work/auth"
 network_id=$(jget "$work/renew.flat" .config.network.id) || die "$EX_REMOTE" "the server's response names no network"
 case $network_id in *[!A-Za-z0-9._-]*) die "$EX_REMOTE" "the server sent a malformed network id" ;; esac
-api_call GET "/v1/networks/$network_id/blocklist" - yes
-jlist "$work/resp.flat" .fingerprints >"$work/blocklist"
+# api_call runs in a subshell here: a failed blocklist fetch must not throw away the renewed
+# certificate, whose response carries the blocklist as of the renewal.
+if (api_call GET "/v1/networks/$network_id/blocklist" - yes); then
+  jlist "$work/resp.flat" .fingerprints >"$work/blocklist"
+else
+  say "warning: using the blocklist sent with the renewal instead"
+fi
 cp "$work/renew.flat" "$work/resp.flat"
 install_issued
 say "renewed: certificate $(jget "$work/resp.flat" .fingerprint || echo '?') until $(jget "$work/resp.flat" .notAfter || echo '?')"

@@ -133,6 +133,8 @@ class NebulaCertIssuer {
   encoding: "compact" | "hostile" = "compact";
   /** Answer the next successful request with a truncated body (a broken proxy, say). */
   truncateNext = false;
+  /** Refuse blocklist reads with 503 storage_unavailable. */
+  blocklistDown = false;
   readonly hosts: IssuerHost[] = [];
   readonly seen: SeenRequest[] = [];
   readonly nebulaCert: string;
@@ -278,6 +280,8 @@ class NebulaCertIssuer {
       const host = this.hostByToken(req);
       if ("error" in host) return this.fail(traceId, host.error, "host token refused");
       if (host.network.id !== bl[1]) return this.fail(traceId, "forbidden", "another network");
+      if (this.blocklistDown)
+        return this.fail(traceId, "storage_unavailable", "database unreachable");
       const out: BlocklistResponse = {
         networkId: host.network.id,
         fingerprints: host.network.blocklist,
@@ -755,6 +759,23 @@ describeWith(
         await expect
           .poll(() => readFileSync(hupFile, "utf8"), { timeout: 5000 })
           .toBe("hup\nhup\n");
+
+        // The blocklist read fails after a renewal: the new certificate is kept, with the blocklist
+        // that came with the renewal, and the failure is reported.
+        const crtBefore = readFileSync(join(hostDir, "host.crt"), "utf8");
+        issuer.blocklistDown = true;
+        const rDown = await run("dash", ["--renew", "--dir", hostDir]).finally(() => {
+          issuer.blocklistDown = false;
+        });
+        expect(rDown.code, rDown.stderr).toBe(0);
+        expect(rDown.stderr).toMatch(
+          /blocklist failed: HTTP 503 storage_unavailable: database unreachable \(trace id [0-9a-f]{32}\)/,
+        );
+        expect(rDown.stderr).toMatch(/warning: using the blocklist sent with the renewal/);
+        expect(readFileSync(join(hostDir, "host.crt"), "utf8")).not.toBe(crtBefore);
+        expect(readFileSync(join(hostDir, "host.token"), "utf8")).toBe(host.token);
+        expect(readFileSync(join(hostDir, "blocklist"), "utf8")).toBe(`${revoked}\n`);
+        secretsSeen.push(host.token);
 
         // Reusing a spent token is refused with the server's code; the saved files stay as they were.
         const crt2 = readFileSync(join(hostDir, "host.crt"), "utf8");
