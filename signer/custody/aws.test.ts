@@ -101,7 +101,7 @@ describeWith([motoServer], "aws custody against two moto_server regions", () => 
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const addr = server.address();
     disabledUrl = `http://127.0.0.1:${typeof addr === "object" && addr !== null ? addr.port : 0}`;
-  });
+  }, 120_000); // moto_server takes seconds to start on a loaded machine
   afterAll(async () => {
     p?.a.resume();
     p?.b.resume();

@@ -1,6 +1,13 @@
 /**
  * Key custody: the only code in Keyhole that calls KMS or holds a plaintext CA key. The signer gets a
  * KeyCustody from createCustody and does nothing with key material but pass it to `use`.
+ *
+ *   types.ts    the interface, CustodyError, config and option types
+ *   custody.ts  timeouts, failover, hedge, coalescing, zeroing, counters (backend-independent)
+ *   aws.ts      one KMSClient per region; SDK errors sorted into denied / unavailable / error
+ *   local.ts    development backend: AES-256-GCM master key files standing for regions
+ *   context.ts  the {org, network, ca} context: checks and canonical encoding
+ *   config.ts   parseRegionMap for KEYHOLE_KMS_KEYS / KEYHOLE_KMS_ENDPOINTS, option defaults
  */
 import { resolveOptions } from "./config.ts";
 import { RegionalCustody } from "./custody.ts";
