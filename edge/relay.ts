@@ -7,7 +7,7 @@
  * reach a region with the client certificate) is injected: the mtls_certificates binding on
  * Cloudflare, an undici Agent on Node, Bun's fetch with `tls` on Bun.
  */
-import type { HealthView } from "../core/contract/index.ts";
+import { type HealthView, isErrorCode } from "../core/contract/index.ts";
 import { KeyholeError } from "../core/errors.ts";
 import type { SignerRegion, SignerSite } from "./config.ts";
 
@@ -92,6 +92,16 @@ async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Prom
   }
 }
 
+/** Whether a 5xx body is a Keyhole error written by a signer (not a proxy's or platform's page). */
+function isSignerError(body: ArrayBuffer): boolean {
+  try {
+    const parsed = JSON.parse(new TextDecoder().decode(body)) as { error?: { code?: unknown } };
+    return isErrorCode(parsed.error?.code);
+  } catch {
+    return false;
+  }
+}
+
 export function createSignerRelay(options: SignerRelayOptions): SignerRelay {
   const now = options.now ?? Date.now;
   const regions = [...options.regions];
@@ -144,17 +154,34 @@ export function createSignerRelay(options: SignerRelayOptions): SignerRelay {
           });
           continue;
         }
-        attempts.push({ region: region.name, status: response.status, ms: now() - started });
-        coolingUntil.delete(region.name);
-        if (response.status < 500) return { response, region: region.name, attempts };
-        // A 5xx (the signer's KMS, storage or audit unavailable there, or a proxy's 502/504): the
-        // next region may succeed, and the Idempotency-Key makes the retry safe. Keep the body so
-        // the caller hears the signer's own reason if every region says the same.
+        if (response.status < 500) {
+          attempts.push({ region: region.name, status: response.status, ms: now() - started });
+          coolingUntil.delete(region.name);
+          return { response, region: region.name, attempts };
+        }
+        // A 5xx: the next region may succeed, and the Idempotency-Key makes the retry safe. A
+        // signer's own 5xx (its KMS, storage or audit unavailable there) carries a Keyhole error
+        // body and is kept, so the caller hears the signer's reason if every region says the
+        // same. Any other 5xx (the platform's 52x, a proxy's 502/504, a transport that turns a
+        // refused connection into a 500) means the signer was not reached.
         const body = await response.arrayBuffer();
-        lastAnswer = {
-          response: new Response(body, { status: response.status, headers: response.headers }),
-          region: region.name,
-        };
+        const ms = now() - started;
+        if (isSignerError(body)) {
+          attempts.push({ region: region.name, status: response.status, ms });
+          coolingUntil.delete(region.name);
+          lastAnswer = {
+            response: new Response(body, { status: response.status, headers: response.headers }),
+            region: region.name,
+          };
+        } else {
+          coolingUntil.set(region.name, now() + options.cooldownMs);
+          attempts.push({
+            region: region.name,
+            status: response.status,
+            ms,
+            error: `answered ${response.status} without a signer error body`,
+          });
+        }
       }
       if (lastAnswer) return { ...lastAnswer, attempts };
       const tried = attempts.map((a) => `${a.region}: ${a.error ?? a.status}`).join("; ");
