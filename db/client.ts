@@ -39,6 +39,11 @@ export interface Database {
   readonly readClient: Client;
   readonly writeClient: Client;
   /**
+   * Replaces the write connection. Called after a storage failure: a connection that hit SQLITE_BUSY
+   * or an I/O error can keep a statement in progress and refuse every later transaction.
+   */
+  reopenWriter(): Promise<void>;
+  /**
    * Throws storage_unavailable when a file database was deleted or replaced since it was opened
    * (SQLite would keep writing to the unlinked file and lose every write). Cheap: one stat.
    */
@@ -63,13 +68,22 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
   let readClient: Client | undefined;
   let writeClient: Client | undefined;
+  const openWriter = async (): Promise<Client> => {
+    const c = createClient({ ...base, concurrency: 1 });
+    try {
+      await c.execute("PRAGMA foreign_keys = ON");
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+    return c;
+  };
   try {
-    writeClient = createClient({ ...base, concurrency: 1 });
+    writeClient = await openWriter();
     if (kind === "file") {
       await writeClient.execute("PRAGMA journal_mode = WAL");
     }
-    await writeClient.execute("PRAGMA foreign_keys = ON");
-    const write = drizzle(writeClient, { schema });
+    let write = drizzle(writeClient, { schema });
     await migrate(write, { migrationsFolder: MIGRATIONS_FOLDER });
     readClient = createClient({ ...base, concurrency: 8 });
     const read = drizzle(readClient, { schema });
@@ -77,14 +91,26 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     const fileIdentity = kind === "file" ? identityOf(filePathOf(url)) : null;
     const path = kind === "file" ? filePathOf(url) : null;
     const rc = readClient;
-    const wc = writeClient;
+    let wc = writeClient;
     return {
       url: redactUrl(url),
       kind,
       read,
-      write,
+      get write() {
+        return write;
+      },
       readClient: rc,
-      writeClient: wc,
+      get writeClient() {
+        return wc;
+      },
+      async reopenWriter() {
+        const next = await openWriter().catch((e: unknown) => {
+          throw toStorageError(e, `cannot reopen the database ${redactUrl(url)}`);
+        });
+        wc.close();
+        wc = next;
+        write = drizzle(next, { schema });
+      },
       assertReachable() {
         if (path === null || fileIdentity === null || path === ":memory:") return;
         const now = identityOf(path);

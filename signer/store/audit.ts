@@ -11,7 +11,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import { asc, desc, gt } from "drizzle-orm";
 import type { AuditRowView } from "../../core/contract/api.ts";
-import type { Orm } from "../../db/client.ts";
+import { KeyholeError } from "../../core/errors.ts";
+import { isStorageFailure, type Orm } from "../../db/client.ts";
 import { auditEvents } from "../../db/schema.ts";
 import type { AuditChainReport, AuditEventInput } from "./types.ts";
 import type { TxState, WriteTx } from "./writer.ts";
@@ -99,7 +100,13 @@ export async function appendAudit(
   const inserted = await tx
     .insert(auditEvents)
     .values({ ...row, hash })
-    .returning({ seq: auditEvents.seq });
+    .returning({ seq: auditEvents.seq })
+    .catch((e: unknown) => {
+      if (isStorageFailure(e)) throw e;
+      throw new KeyholeError("audit_unavailable", "the audit row could not be written", undefined, {
+        cause: e,
+      });
+    });
   const seq = inserted[0]?.seq ?? 0;
   state.chainHead = hash;
   return toAuditView({ ...row, seq, hash });

@@ -117,6 +117,8 @@ export function createWriter(db: Database, maxBatch: number): Writer {
       counters.storageFailures++;
       const err = toStorageError(e, "the write was not saved");
       for (const job of batch) job.reject(err);
+      // Start the next batch on a fresh connection; if even that fails, the next batch says so.
+      await db.reopenWriter().catch(() => {});
       return;
     }
     counters.transactions++;
