@@ -183,13 +183,16 @@ export async function issueHostCert<R>(
   const started = performance.now();
   let opened: Awaited<ReturnType<typeof rt.custody.openCaKey<NebulaCertificate>>>;
   try {
-    opened = await rt.custody.openCaKey(ca.id, ca.sealedKeys, context, async (plaintext) =>
-      signCertificate(
-        details,
-        caCert,
-        await signerFromPrivateKey(certCurve(network.curve), plaintext),
-      ),
-    );
+    opened = await rt.custody.openCaKey(ca.id, ca.sealedKeys, context, async (plaintext) => {
+      const signer = await signerFromPrivateKey(certCurve(network.curve), plaintext);
+      // The same key renewed within one second would give byte-identical certificates (one
+      // fingerprint); such a repeat ends one second earlier instead.
+      for (let back = 0; ; back++) {
+        const shorter = new Date(notAfter.getTime() - back * 1000);
+        const cert = await signCertificate({ ...details, notAfter: shorter }, caCert, signer);
+        if (back >= 5 || (await rt.store.getCertificate(cert.fingerprint)) === null) return cert;
+      }
+    });
   } catch (e) {
     await auditFailedOpen(rt, base, ca, req, e);
     throw e;
