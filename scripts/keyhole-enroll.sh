@@ -129,7 +129,7 @@ fi
 check_api() {
   case $api in
   https://*) ;;
-  http://127.* | http://localhost:* | http://localhost | http://\[::1\]*) ;;
+  http://127.0.0.1 | http://127.0.0.1[:/]* | http://localhost | http://localhost[:/]* | http://\[::1\][:/]*) ;;
   http://*) say "warning: $api is plain http; the code and host token cross the network unencrypted" ;;
   *) usage_error "--api must start with https:// (or http:// for a local test stack)" ;;
   esac
@@ -159,7 +159,7 @@ if [ ! -d "$dir" ]; then
   mkdir -p "$dir" 2>/dev/null || die "$EX_LOCAL" "cannot create $dir"
   chmod 700 "$dir" || die "$EX_LOCAL" "cannot chmod $dir"
 fi
-dir=$(cd "$dir" && pwd) || die "$EX_LOCAL" "cannot enter $dir"
+dir=$(CDPATH='' cd -- "$dir" && pwd) || die "$EX_LOCAL" "cannot enter $dir"
 [ -w "$dir" ] || die "$EX_LOCAL" "$dir is not writable"
 work="$dir/.keyhole-work.$$"
 rm -rf "$work"

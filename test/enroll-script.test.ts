@@ -19,7 +19,8 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -175,8 +176,9 @@ class NebulaCertIssuer {
     return code;
   }
 
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
+  /** Listen on 127.0.0.1, over TLS when given a key and certificate (PEM). */
+  async start(tls?: { key: string; cert: string }): Promise<void> {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
@@ -206,9 +208,12 @@ class NebulaCertIssuer {
         res.writeHead(reply.status, { "content-type": "application/json" });
         res.end(json);
       });
-    });
-    await new Promise<void>((r) => this.server?.listen(0, "127.0.0.1", r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    };
+    const server = tls ? createHttpsServer(tls, handler) : createServer(handler);
+    this.server = server;
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    this.url = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
   }
 
   async stop(): Promise<void> {
@@ -789,6 +794,88 @@ describeWith(
       } finally {
         daemon.kill("SIGKILL");
       }
+    });
+
+    it("enrolls over HTTPS with --cacert, and refuses an untrusted API certificate (exit 3)", async () => {
+      const tlsDir = mkdtempSync(join(dir, "tls-"));
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:P-256",
+          "-nodes",
+          "-days",
+          "1",
+          "-subj",
+          "/CN=127.0.0.1",
+          "-addext",
+          "subjectAltName=IP:127.0.0.1",
+          "-keyout",
+          join(tlsDir, "key.pem"),
+          "-out",
+          join(tlsDir, "cert.pem"),
+        ],
+        { stdio: "ignore" },
+      );
+      const tlsIssuer = new NebulaCertIssuer(
+        nebulaCert111.path,
+        mkdtempSync(join(dir, "issuer-tls-")),
+      );
+      const net = tlsIssuer.addNetwork({
+        id: "net-tls",
+        name: "tls",
+        cidrs: ["10.53.0.0/16"],
+        version: 2,
+        curve: "25519",
+        lighthouses: [],
+        staticHostMap: {},
+      });
+      await tlsIssuer.start({
+        key: readFileSync(join(tlsDir, "key.pem"), "utf8"),
+        cert: readFileSync(join(tlsDir, "cert.pem"), "utf8"),
+      });
+      onTestFinished(() => tlsIssuer.stop());
+      const env = { NEBULA_CERT: nebulaCert111.path };
+
+      const code1 = tlsIssuer.addCode(net, "tls1", ["10.53.0.1/16"]);
+      secretsSeen.push(code1);
+      const untrusted = await run(
+        "dash",
+        ["--api", tlsIssuer.url, "--code", code1, "--dir", join(tlsDir, "h1")],
+        { env },
+      );
+      expect(untrusted.code).toBe(3);
+      expect(untrusted.stderr).toMatch(/could not reach https:\/\/127\.0\.0\.1:\d+: curl: \(60\)/);
+      expect(tlsIssuer.seen).toHaveLength(0);
+
+      const hostDir = join(tlsDir, "h2");
+      const args = [
+        "--api",
+        tlsIssuer.url,
+        "--code",
+        code1,
+        "--dir",
+        hostDir,
+        "--cacert",
+        join(tlsDir, "cert.pem"),
+      ];
+      const trusted = await run("sh", args, { env });
+      expect(trusted.code, trusted.stderr).toBe(0);
+      secretsSeen.push(readFileSync(join(hostDir, "host.token"), "utf8"));
+      expect(nebulaTest(nebula111.path, join(hostDir, "config.yml")).code).toBe(0);
+      // The CA file is remembered for renewals.
+      const renewed = await run("dash", ["--renew", "--dir", hostDir], { env });
+      expect(renewed.code, renewed.stderr).toBe(0);
+      secretsSeen.push(readFileSync(join(hostDir, "host.token"), "utf8"));
+      expect(tlsIssuer.seen.map((q) => `${q.method} ${q.url}`)).toEqual([
+        "POST /v1/enroll",
+        "POST /v1/renew",
+        "GET /v1/networks/net-tls/blocklist",
+      ]);
     });
 
     it("a wrong code exits 3 with the server's error code and trace id, and installs nothing", async () => {
