@@ -5,6 +5,7 @@
  */
 import {
   certificateToPem,
+  DEFAULT_ARGON2,
   encryptPrivateKeyPem,
   generateCaKeyPair,
   privateKeyToPem,
@@ -66,20 +67,24 @@ const flags = {
     usage:
       "Optional: comma separated list of ip address and network in CIDR notation. This will limit which ip addresses and networks subordinate certs can use in unsafe networks",
   },
+  // Smaller than nebula-cert's default (2 GiB, 1 pass): Argon2 runs in JavaScript here, where 2 GiB
+  // takes about a minute and that much memory on every open. nebula-cert reads keys made with these.
   "argon-memory": {
     kind: "uint",
-    usage: "Optional: Argon2 memory parameter (in KiB) used for encrypted private key passphrase",
-    default: 2 * 1024 * 1024,
+    usage:
+      "Optional: Argon2 memory parameter (in KiB) used for encrypted private key passphrase (nebula-cert's default is 2097152)",
+    default: DEFAULT_ARGON2.memoryKiB,
   },
   "argon-parallelism": {
     kind: "uint",
     usage: "Optional: Argon2 parallelism parameter used for encrypted private key passphrase",
-    default: 4,
+    default: DEFAULT_ARGON2.parallelism,
   },
   "argon-iterations": {
     kind: "uint",
-    usage: "Optional: Argon2 iterations parameter used for encrypted private key passphrase",
-    default: 1,
+    usage:
+      "Optional: Argon2 iterations parameter used for encrypted private key passphrase (nebula-cert's default is 1)",
+    default: DEFAULT_ARGON2.iterations,
   },
   encrypt: {
     kind: "bool",
