@@ -3,9 +3,10 @@
  * canonical context encoding that the local backend binds as associated data.
  */
 import { describe, expect, it } from "vitest";
+import { statusOf } from "../../core/contract/errors.ts";
 import { resolveOptions } from "./config.ts";
 import { checkContext, encodeContext } from "./context.ts";
-import { CustodyError, createCustody, parseRegionMap } from "./index.ts";
+import { CustodyError, createCustody, keyholeErrorOf, parseRegionMap } from "./index.ts";
 
 function refusal(f: () => unknown): string {
   try {
@@ -106,5 +107,32 @@ describe("encryption context", () => {
     expect(
       refusal(() => checkContext({ org: "o", network: "n", ca: "c", tenant: "t" } as never)),
     ).toMatch(/unknown fields tenant/);
+  });
+});
+
+describe("keyholeErrorOf", () => {
+  it("maps denied to 403 context_denied, unavailable to 503 kms_unavailable, invalid to 500, without KMS detail", () => {
+    const attempts = [
+      {
+        region: "us-east-1",
+        keyId: "arn:k",
+        operation: "decrypt" as const,
+        requestId: "r",
+        outcome: "denied" as const,
+        latencyMs: 1,
+      },
+    ];
+    const cases = [
+      ["denied", "context_denied", 403],
+      ["unavailable", "kms_unavailable", 503],
+      ["invalid", "internal", 500],
+    ] as const;
+    for (const [kind, code, status] of cases) {
+      const source = new CustodyError(kind, "us-east-1: InvalidCiphertextException", attempts);
+      const mapped = keyholeErrorOf(source);
+      expect([mapped.code, statusOf(mapped.code)]).toEqual([code, status]);
+      expect(mapped.message).not.toMatch(/us-east-1|arn:|InvalidCiphertext/);
+      expect(mapped.cause).toBe(source);
+    }
   });
 });

@@ -9,10 +9,11 @@
  *   context.ts  the {org, network, ca} context: checks and canonical encoding
  *   config.ts   parseRegionMap for KEYHOLE_KMS_KEYS / KEYHOLE_KMS_ENDPOINTS, option defaults
  */
+import { KeyholeError } from "../../core/errors.ts";
 import { resolveOptions } from "./config.ts";
 import { RegionalCustody } from "./custody.ts";
 import { DEFAULT_LOCAL_REGIONS, LOCAL_LABEL, prepareLocalRegions } from "./local.ts";
-import type { CustodyConfig, KeyCustody } from "./types.ts";
+import type { CustodyConfig, CustodyError, KeyCustody } from "./types.ts";
 
 export { parseRegionMap } from "./config.ts";
 export { masterKeyPath } from "./local.ts";
@@ -31,4 +32,37 @@ export async function createCustody(config: CustodyConfig): Promise<KeyCustody> 
   }
   const { prepareAwsRegions, AWS_LABEL } = await import("./aws.ts");
   return new RegionalCustody("aws", AWS_LABEL, prepareAwsRegions(config, options), options);
+}
+
+/**
+ * The API error for a custody failure: denied => 403 context_denied, unavailable => 503
+ * kms_unavailable, invalid => 500 internal. The client message names no region, key or KMS detail;
+ * those stay in the attempts for the audit log (the CustodyError is kept as `cause`).
+ */
+export function keyholeErrorOf(e: CustodyError): KeyholeError {
+  switch (e.kind) {
+    case "denied":
+      return new KeyholeError(
+        "context_denied",
+        "KMS refused to open this network's CA key for your organization; the attempt was audited",
+        undefined,
+        { cause: e },
+      );
+    case "unavailable":
+      return new KeyholeError(
+        "kms_unavailable",
+        "no KMS region could open the CA key right now; retry later",
+        undefined,
+        {
+          cause: e,
+        },
+      );
+    case "invalid":
+      return new KeyholeError(
+        "internal",
+        "key custody could not use this CA's sealed key",
+        undefined,
+        { cause: e },
+      );
+  }
 }
