@@ -62,13 +62,14 @@ export function auditHash(row: Omit<AuditRow, "seq" | "hash">): string {
 /**
  * Appends one row to the chain inside the writer's transaction. The previous hash is read from the
  * table the first time in a transaction and then carried in `state` (the writer restores it when a
- * job's savepoint rolls back).
+ * job's savepoint rolls back). The row is queued in `state` and inserted by `flushPendingAudit`
+ * before the transaction commits.
  */
 export async function appendAudit(
   tx: WriteTx,
   event: AuditEventInput,
   now: Date,
-  state: TxState = { chainHead: null },
+  state: TxState,
 ): Promise<AuditRowView> {
   if (state.chainHead === null) {
     const last = await tx
@@ -97,19 +98,42 @@ export async function appendAudit(
     prevHash,
   };
   const hash = auditHash(row);
-  const inserted = await tx
-    .insert(auditEvents)
-    .values({ ...row, hash })
-    .returning({ seq: auditEvents.seq })
-    .catch((e: unknown) => {
-      if (isStorageFailure(e)) throw e;
-      throw new KeyholeError("audit_unavailable", "the audit row could not be written", undefined, {
-        cause: e,
-      });
-    });
-  const seq = inserted[0]?.seq ?? 0;
   state.chainHead = hash;
-  return toAuditView({ ...row, seq, hash });
+  // seq is known once the row is inserted (flushPendingAudit fills it in before anyone sees it).
+  const view = toAuditView({ ...row, seq: 0, hash });
+  state.pendingAudit.push({ row: { ...row, hash }, view } satisfies PendingAudit);
+  return view;
+}
+
+interface PendingAudit {
+  row: typeof auditEvents.$inferInsert & { id: string };
+  view: AuditRowView;
+}
+
+/** Inserts the appended audit rows, in chain order, a few hundred per statement. */
+export async function flushPendingAudit(tx: WriteTx, state: TxState): Promise<void> {
+  const pending = state.pendingAudit as PendingAudit[];
+  state.pendingAudit = [];
+  for (let i = 0; i < pending.length; i += 200) {
+    const chunk = pending.slice(i, i + 200);
+    const inserted = await tx
+      .insert(auditEvents)
+      .values(chunk.map((p) => p.row))
+      .returning({ id: auditEvents.id, seq: auditEvents.seq })
+      .catch((e: unknown) => {
+        if (isStorageFailure(e)) throw e;
+        throw new KeyholeError(
+          "audit_unavailable",
+          "the audit row could not be written",
+          undefined,
+          {
+            cause: e,
+          },
+        );
+      });
+    const seqs = new Map(inserted.map((r) => [r.id, r.seq]));
+    for (const p of chunk) p.view.seq = seqs.get(p.row.id) ?? 0;
+  }
 }
 
 export function toAuditView(row: AuditRow): AuditRowView {

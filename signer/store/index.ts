@@ -46,7 +46,7 @@ import {
   networks,
 } from "../../db/schema.ts";
 import { allocateAddress, canonicalNetworkCidrs } from "./addresses.ts";
-import { appendAudit, toAuditView, verifyChain } from "./audit.ts";
+import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
 import type {
   AuditEventInput,
@@ -109,7 +109,7 @@ export function createSignerStore(
   options: SignerStoreOptions = {},
 ): SignerStoreHandle {
   const clock = options.clock ?? (() => new Date());
-  const writer = createWriter(db, options.maxBatch ?? 256);
+  const writer = createWriter(db, options.maxBatch ?? 256, flushPending);
   const orm = db.read;
   let closed = false;
 
@@ -124,12 +124,21 @@ export function createSignerStore(
     }
   }
 
+  /**
+   * Queues a write. Jobs that only append certificates and audit rows (`appendOnly`) leave them
+   * pending for one multi-row insert per batch; every other job first inserts what is pending, so
+   * its reads and updates see the rows of the jobs before it.
+   */
   function write<T>(
     run: (tx: WriteTx, now: Date, state: TxState) => Promise<JobResult<T>>,
+    appendOnly = false,
   ): Promise<T> {
     if (closed)
       return Promise.reject(new KeyholeError("storage_unavailable", "the store is closed"));
-    return writer.submit((tx, state) => run(tx, clock(), state));
+    return writer.submit(async (tx, state) => {
+      if (!appendOnly) await flushPending(tx, state);
+      return run(tx, clock(), state);
+    });
   }
 
   // ---- row mapping ----
@@ -759,7 +768,7 @@ export function createSignerStore(
           idempotencyKey: idem ? `${idem.org}\n${idem.key}` : null,
           createdAt: now,
         };
-        await tx.insert(certificates).values(certRow).catch(constraintToApi);
+        state.pendingCertificates.push(certRow);
         const auditRows = await appendAll(tx, input.audit, now, state);
         if (idem) {
           await tx.insert(idempotency).values({
@@ -773,7 +782,7 @@ export function createSignerStore(
         return {
           value: { replayed: false, certificate: certRecord(certRow), hostToken, host, auditRows },
         };
-      });
+      }, true);
     },
 
     findIdempotentResponse: (org, key, requestHash) =>
@@ -810,7 +819,10 @@ export function createSignerStore(
 
     recordAudit(events: AuditEventInput[]): Promise<AuditRowView[]> {
       if (events.length === 0) return Promise.resolve([]);
-      return write(async (tx, now, state) => ({ value: await appendAll(tx, events, now, state) }));
+      return write(
+        async (tx, now, state) => ({ value: await appendAll(tx, events, now, state) }),
+        true,
+      );
     },
 
     listAudit: (org, filter: AuditFilter) =>
@@ -840,6 +852,19 @@ export function createSignerStore(
       await db.close();
     },
   };
+
+  /** Inserts the certificates and audit rows jobs appended (see `write`). */
+  async function flushPending(tx: WriteTx, state: TxState): Promise<void> {
+    const certs = state.pendingCertificates as (typeof certificates.$inferInsert)[];
+    state.pendingCertificates = [];
+    for (let i = 0; i < certs.length; i += 200) {
+      await tx
+        .insert(certificates)
+        .values(certs.slice(i, i + 200))
+        .catch(constraintToApi);
+    }
+    await flushPendingAudit(tx, state);
+  }
 
   async function trustedCas(networkId: string): Promise<CaRecord[]> {
     const rows = await orm
@@ -871,6 +896,8 @@ export function createSignerStore(
     now: Date,
     state: TxState,
   ): Promise<KeyholeError> {
+    // Certificates recorded earlier in this batch must exist before the host's are revoked.
+    await flushPending(tx, state);
     const current = await selectHost(tx, host.id);
     if (current && current.state !== "blocked") {
       const revoked = await blockInTx(tx, host.id, now);

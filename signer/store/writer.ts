@@ -23,9 +23,22 @@ export type WriteTx = Parameters<Parameters<Orm["transaction"]>[0]>[0];
  */
 export type JobResult<T> = { value: T } | { committedError: KeyholeError };
 
-/** Per-transaction state jobs share: the audit chain head once read (saves a query per row). */
+/**
+ * Per-transaction state jobs share: the audit chain head once read (saves a query per row), and rows
+ * appended but not yet inserted. Append-only rows (certificates, audit events) are inserted in
+ * multi-row statements by `flush` — once per batch on the fast path, once per job when isolated.
+ */
 export interface TxState {
   chainHead: string | null;
+  pendingCertificates: unknown[];
+  pendingAudit: unknown[];
+}
+
+/** Writes the pending rows of `state` and empties its lists. */
+export type FlushPending = (tx: WriteTx, state: TxState) => Promise<void>;
+
+function freshState(): TxState {
+  return { chainHead: null, pendingCertificates: [], pendingAudit: [] };
 }
 
 interface Job {
@@ -56,7 +69,7 @@ type Outcome = { ok: true; result: JobResult<unknown> } | { ok: false; error: un
 /** Thrown inside the fast-path transaction to roll it back when one job fails. */
 class RetryIsolated extends Error {}
 
-export function createWriter(db: Database, maxBatch: number): Writer {
+export function createWriter(db: Database, maxBatch: number, flush: FlushPending): Writer {
   const queue: Job[] = [];
   let running: Promise<void> | null = null;
   const counters: WriterStats = {
@@ -76,7 +89,7 @@ export function createWriter(db: Database, maxBatch: number): Writer {
     const outcomes: Outcome[] = [];
     db.assertReachable();
     await db.write.transaction(async (tx) => {
-      const state: TxState = { chainHead: null };
+      const state = freshState();
       for (const job of batch) {
         if (!isolated) {
           try {
@@ -89,12 +102,26 @@ export function createWriter(db: Database, maxBatch: number): Writer {
         }
         const head = state.chainHead;
         try {
-          const result = await tx.transaction((sp) => job.run(sp, state));
+          const result = await tx.transaction(async (sp) => {
+            const r = await job.run(sp, state);
+            await flush(sp, state);
+            return r;
+          });
           outcomes.push({ ok: true, result });
         } catch (e) {
           if (isStorageFailure(e)) throw e;
           state.chainHead = head;
+          state.pendingCertificates = [];
+          state.pendingAudit = [];
           outcomes.push({ ok: false, error: e });
+        }
+      }
+      if (!isolated) {
+        try {
+          await flush(tx, state);
+        } catch (e) {
+          if (isStorageFailure(e)) throw e;
+          throw new RetryIsolated();
         }
       }
       // A deleted file would swallow the commit silently; refuse before committing.
