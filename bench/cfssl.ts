@@ -5,28 +5,15 @@
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "../cli/dev/moto.ts";
 import { type LoadResult, runLoad } from "./load.ts";
 
 const run = promisify(execFile);
 
 export const CFSSL = process.env.KEYHOLE_CFSSL ?? "/usr/bin/cfssl";
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() =>
-        addr && typeof addr === "object" ? resolve(addr.port) : reject(new Error("no port")),
-      );
-    });
-  });
-}
 
 async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
+import { freePort } from "../cli/dev/moto.ts";
 import { type RunningStack, startStack } from "../cli/stack.ts";
 import { stackPaths } from "../cli/stack-state.ts";
 import { generateHostKeyPair, publicKeyToPem } from "../core/cert/index.ts";
@@ -17,7 +18,6 @@ import type {
   NetworkView,
   RegisterHostResponse,
 } from "../core/contract/index.ts";
-import { freePort } from "./cfssl.ts";
 import { type LoadResult, runLoad } from "./load.ts";
 
 export interface EnrollLevel extends LoadResult {
