@@ -3,6 +3,8 @@
  * edge's client certificate to the signers and trusts only the relay CA. Run with
  * `node bin/run-ts.mjs edge/node.ts` (or tsx) and the variables of edge/config.ts and edge/selfhost.ts.
  */
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { serve } from "@hono/node-server";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import { Agent, fetch as undiciFetch } from "undici";
@@ -64,7 +66,7 @@ export function startNodeEdge(env: EnvSource): Promise<NodeEdge> {
   });
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   try {
     const edge = await startNodeEdge(process.env);
     console.log(JSON.stringify({ msg: "edge ready", runtime: "node", url: edge.url }));
