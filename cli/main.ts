@@ -17,7 +17,8 @@ const COMMANDS: Record<string, CommandEntry> = {
     load: async () => (await import("./cert/index.ts")).certCommand,
   },
   stack: {
-    summary: "run the local stack: signer (Bun, mTLS), edge (workerd), dev issuer (what npm start runs)",
+    summary:
+      "run the local stack: signer (Bun, mTLS), edge (workerd), dev issuer (what npm start runs)",
     load: async () => (await import("./stack.ts")).stackCommand,
   },
   network: {
