@@ -64,21 +64,27 @@ describe("custody options", () => {
     expect(refusal(() => resolveOptions({ attemptTimeoutMs: Number.NaN }))).toMatch(/1 to 120000/);
   });
 
-  it("refuses an aws config with no keys or an endpoint for an unknown region", async () => {
+  it("refuses fewer than two regions, an endpoint for an unknown region, a malformed endpoint", async () => {
+    await expect(createCustody({ backend: "aws", keys: { "us-east-1": "k" } })).rejects.toThrow(
+      /sealed twice/,
+    );
+    await expect(
+      createCustody({ backend: "local", dataDir: "/nonexistent", regions: ["solo"] }),
+    ).rejects.toThrow(/at least two regions/);
     await expect(createCustody({ backend: "aws", keys: {} })).rejects.toThrow(
-      /needs a key per region/,
+      /at least two regions/,
     );
     await expect(
       createCustody({
         backend: "aws",
-        keys: { "us-east-1": "k" },
+        keys: { "us-east-1": "k", "us-west-2": "k2" },
         endpoints: { "eu-west-1": "http://127.0.0.1:1" },
       }),
     ).rejects.toThrow(/eu-west-1, which has no key/);
     await expect(
       createCustody({
         backend: "aws",
-        keys: { "us-east-1": "k" },
+        keys: { "us-east-1": "k", "us-west-2": "k2" },
         endpoints: { "us-east-1": "127.0.0.1:1" },
       }),
     ).rejects.toThrow(/must be an http\(s\) URL/);

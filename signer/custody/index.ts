@@ -13,7 +13,7 @@ import { KeyholeError } from "../../core/errors.ts";
 import { resolveOptions } from "./config.ts";
 import { RegionalCustody } from "./custody.ts";
 import { DEFAULT_LOCAL_REGIONS, LOCAL_LABEL, prepareLocalRegions } from "./local.ts";
-import type { CustodyConfig, CustodyError, KeyCustody } from "./types.ts";
+import { type CustodyConfig, CustodyError, type KeyCustody } from "./types.ts";
 
 export { parseRegionMap } from "./config.ts";
 export { masterKeyPath } from "./local.ts";
@@ -21,6 +21,16 @@ export * from "./types.ts";
 
 export async function createCustody(config: CustodyConfig): Promise<KeyCustody> {
   const options = resolveOptions(config);
+  const regionCount =
+    config.backend === "local"
+      ? (config.regions ?? DEFAULT_LOCAL_REGIONS).length
+      : Object.keys(config.keys).length;
+  if (regionCount < 2) {
+    throw new CustodyError(
+      "invalid",
+      `key custody needs at least two regions, each with its own key: every CA key is sealed twice (got ${regionCount})`,
+    );
+  }
   if (config.backend === "local") {
     const regions = config.regions ?? [...DEFAULT_LOCAL_REGIONS];
     return new RegionalCustody(
