@@ -255,8 +255,33 @@ describe("edge in workerd relaying to real Bun signers over mTLS", () => {
     expect(await docs.text()).toContain("Keyhole API");
   });
 
-  it("region A down: health is degraded and requests succeed through B", async () => {
+  it("an Idempotency-Key replayed at region B returns the certificate A issued, not a second one", async () => {
+    const host = await call("POST", `/v1/networks/${networkId}/hosts`, {
+      token: await admin(),
+      body: { name: "web-idem" },
+    });
+    expect(host.status, JSON.stringify(host.body)).toBeLessThan(300);
+    const request = {
+      headers: { "idempotency-key": "enroll-web-idem-0001" },
+      body: { code: host.body.enrollmentCode, publicKey: await hostPublicKey() },
+    };
+    const first = await call("POST", "/v1/enroll", request);
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    expect(first.headers.get("x-keyhole-region")).toBe("a");
+    // The retry lands on another region (A is skipped while it cools down after a failure);
+    // B finds the key in the shared database and replays A's answer.
     await signerA.kill("SIGKILL");
+    const retry = await call("POST", "/v1/enroll", request);
+    expect(retry.headers.get("x-keyhole-region")).toBe("b");
+    expect(retry.status, JSON.stringify(retry.body)).toBeLessThan(300);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    expect(retry.body.fingerprint).toBe(first.body.fingerprint);
+    const hostView = await call("GET", `/v1/hosts/${host.body.host.id}`, { token: await admin() });
+    expect(hostView.body.certificates).toHaveLength(1);
+  });
+
+  it("region A down: health is degraded and requests succeed through B", async () => {
+    await signerA.kill("SIGKILL"); // already down after the idempotency test; kill is idempotent
     const health = await call("GET", "/v1/health");
     expect(health.status).toBe(200);
     expect(health.body.status).toBe("degraded");
