@@ -1,0 +1,244 @@
+/**
+ * Fault injection for the hostile-client, secrets-scan and soak tests: a real Bun signer process
+ * whose every output byte is kept (for the secrets scan) and which can be paused, killed and
+ * restarted on the same port; an mTLS client for the relay PKI; and a database lock held from a
+ * second connection. Every process started here is killed when the test process exits.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { createClient } from "@libsql/client";
+import { Agent, request } from "undici";
+import type { RelayPki } from "../../cli/dev/pki.ts";
+import { REPO_ROOT } from "./tools.ts";
+
+const BUN = resolve(REPO_ROOT, "node_modules/.bin/bun");
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
+
+export interface SignerEnvOptions {
+  region: string;
+  pki: RelayPki;
+  dbPath: string;
+  dataDir: string;
+  issuer: string;
+  audience: string;
+  port?: number;
+  /** Extra variables (KMS settings for the aws backend, timeouts). */
+  extra?: Record<string, string>;
+}
+
+/** The environment of one signer region, as the deployment docs describe it. */
+export function signerEnv(o: SignerEnvOptions): Record<string, string> {
+  return {
+    KEYHOLE_REGION: o.region,
+    KEYHOLE_DB_URL: `file:${o.dbPath}`,
+    KEYHOLE_KMS: "local",
+    KEYHOLE_DATA_DIR: o.dataDir,
+    KEYHOLE_SIGNER_HOST: "127.0.0.1",
+    KEYHOLE_SIGNER_PORT: String(o.port ?? 0),
+    KEYHOLE_TLS_CERT: o.pki.serverCert,
+    KEYHOLE_TLS_KEY: o.pki.serverKey,
+    KEYHOLE_TLS_CLIENT_CA: o.pki.caCert,
+    KEYHOLE_OIDC_ISSUERS: o.issuer,
+    KEYHOLE_OIDC_AUDIENCE: o.audience,
+    ...o.extra,
+  };
+}
+
+export interface SignerProcess {
+  region: string;
+  url: string;
+  port: number;
+  /** Every byte the process wrote to stdout and stderr, over all its restarts. */
+  output(): Buffer;
+  /** SIGSTOP: the kernel still accepts connections, nothing answers. */
+  pause(): void;
+  resume(): void;
+  /** SIGKILL, no goodbye. */
+  kill(): Promise<void>;
+  /** Starts again on the same port with the same environment (after kill or stop). */
+  restart(): Promise<void>;
+  /** SIGTERM (SIGKILL after 3 s). */
+  stop(): Promise<void>;
+  running(): boolean;
+}
+
+/** Starts `bun signer/main.ts` and waits for its `signer ready` line. */
+export async function startSignerProcess(
+  env: Record<string, string>,
+  timeoutMs = 30_000,
+): Promise<SignerProcess> {
+  const chunks: Buffer[] = [];
+  let child: ChildProcess;
+  let port = Number(env.KEYHOLE_SIGNER_PORT ?? "0");
+
+  const launch = async () => {
+    const started = spawn(BUN, ["signer/main.ts"], {
+      cwd: REPO_ROOT,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "/tmp",
+        ...env,
+        KEYHOLE_SIGNER_PORT: String(port),
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = started;
+    live.add(started);
+    started.once("exit", () => live.delete(started));
+    let pending = "";
+    let errTail = "";
+    const ready = new Promise<string>((res, rej) => {
+      const timer = setTimeout(
+        () => rej(new Error(`signer not ready in ${timeoutMs} ms: ${errTail}`)),
+        timeoutMs,
+      );
+      started.stdout?.on("data", (d: Buffer) => {
+        chunks.push(d);
+        pending += d.toString("utf8");
+        for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (!line.includes('"signer ready"')) continue;
+          try {
+            const url = String((JSON.parse(line) as { url?: unknown }).url);
+            clearTimeout(timer);
+            res(url);
+          } catch {}
+        }
+      });
+      started.stderr?.on("data", (d: Buffer) => {
+        chunks.push(d);
+        errTail = (errTail + d.toString("utf8")).slice(-800);
+      });
+      started.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        rej(new Error(`signer exited (${code ?? signal}) before it was ready: ${errTail}`));
+      });
+    });
+    try {
+      const url = await ready;
+      port = Number(new URL(url).port);
+    } catch (e) {
+      if (started.exitCode === null) started.kill("SIGKILL");
+      throw e;
+    }
+  };
+  await launch();
+
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const waitExit = (c: ChildProcess) =>
+    running() ? new Promise<void>((r) => c.once("exit", () => r())) : Promise.resolve();
+
+  const kill = async () => {
+    const c = child;
+    const gone = waitExit(c);
+    c.kill("SIGCONT");
+    c.kill("SIGKILL");
+    await gone;
+  };
+
+  return {
+    region: env.KEYHOLE_REGION ?? "",
+    get url() {
+      return `https://127.0.0.1:${port}`;
+    },
+    get port() {
+      return port;
+    },
+    output: () => Buffer.concat(chunks),
+    pause: () => {
+      child.kill("SIGSTOP");
+    },
+    resume: () => {
+      child.kill("SIGCONT");
+    },
+    kill,
+    async restart() {
+      if (running()) await kill();
+      await launch();
+    },
+    async stop() {
+      const c = child;
+      if (!running()) return;
+      const gone = waitExit(c);
+      c.kill("SIGCONT");
+      c.kill("SIGTERM");
+      const t = setTimeout(() => c.kill("SIGKILL"), 3000);
+      await gone;
+      clearTimeout(t);
+    },
+    running,
+  };
+}
+
+/** An undici agent that presents the relay client certificate (what the edge does). */
+export function relayAgent(pki: RelayPki, options: { connections?: number } = {}): Agent {
+  return new Agent({
+    connect: {
+      ca: readFileSync(pki.caCert),
+      cert: readFileSync(pki.clientCert),
+      key: readFileSync(pki.clientKey),
+      servername: "localhost",
+    },
+    ...(options.connections !== undefined ? { connections: options.connections } : {}),
+  });
+}
+
+export interface SignerReply {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read JSON bodies freely
+  body: any;
+  text: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** One JSON call to a signer over mTLS. */
+export async function callSigner(
+  agent: Agent,
+  base: string,
+  method: "GET" | "POST",
+  path: string,
+  o: { token?: string; body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<SignerReply> {
+  const headers: Record<string, string> = { ...o.headers };
+  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
+  let body: string | undefined;
+  if (o.body !== undefined) {
+    body = JSON.stringify(o.body);
+    headers["content-type"] = "application/json";
+  }
+  const res = await request(`${base}${path}`, {
+    dispatcher: agent,
+    method,
+    headers,
+    ...(body !== undefined ? { body } : {}),
+    headersTimeout: o.timeoutMs ?? 10_000,
+    bodyTimeout: o.timeoutMs ?? 10_000,
+  });
+  const text = await res.body.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {}
+  return { status: res.statusCode, body: parsed, text, headers: res.headers };
+}
+
+/**
+ * Holds an exclusive lock on a libSQL file from a second connection for `ms` milliseconds:
+ * writers that wait longer than their busy timeout fail (storage_unavailable), nothing else may.
+ */
+export async function holdDatabaseLock(dbPath: string, ms: number): Promise<void> {
+  const client = createClient({ url: `file:${dbPath}` });
+  try {
+    await client.execute("PRAGMA busy_timeout = 5000");
+    await client.execute("BEGIN EXCLUSIVE");
+    await new Promise((r) => setTimeout(r, ms));
+    await client.execute("ROLLBACK");
+  } finally {
+    client.close();
+  }
+}
