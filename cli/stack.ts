@@ -29,6 +29,8 @@ export interface StackOptions {
   log?: (line: string) => void;
   /** Pass signer log lines through (default true for the CLI, false in tests). */
   echoSignerLogs?: boolean;
+  /** Aborting stops whatever has started so far and makes startStack reject. */
+  signal?: AbortSignal;
 }
 
 export interface SignerProcess {
@@ -145,7 +147,11 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     for (const s of stops.reverse()) await s().catch(() => undefined);
     stops.length = 0;
   };
+  const checkAbort = () => {
+    if (options.signal?.aborted) throw new Error("stopped while starting");
+  };
   try {
+    checkAbort();
     const signer = await startSigner({
       region: "local",
       port: options.signerPort,
@@ -160,6 +166,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     });
     stops.push(signer.stop);
     log(`keyhole: signer (Bun, mutual TLS) on ${signer.url}`);
+    checkAbort();
     const env = options.env ?? process.env;
     const { DEFAULT_RATES, parseRate } = await import("../edge/config.ts");
     const { startEdgeInMiniflare } = await import("../edge/local.ts");
@@ -180,6 +187,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     });
     stops.push(edge.dispose);
     log(`keyhole: edge (workerd via Miniflare) on ${edge.url}`);
+    checkAbort();
     const api = edge.url.replace(/\/+$/, "");
     await writeStackState(paths, {
       api,
@@ -228,6 +236,17 @@ export async function stackCommand(argv: string[]): Promise<number> {
       throw new Error(`${name} must be a TCP port, got ${JSON.stringify(text)}`);
     return n;
   };
+  // Signals are handled from the first moment: a Ctrl-C while starting stops what already runs.
+  const abort = new AbortController();
+  const stopped = new Promise<void>((res) => {
+    const onSignal = () => {
+      abort.abort();
+      res();
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    process.once("SIGHUP", onSignal);
+  });
   let stack: RunningStack;
   try {
     stack = await startStack({
@@ -236,17 +255,14 @@ export async function stackCommand(argv: string[]): Promise<number> {
       signerPort: port("--signer-port", values["signer-port"]),
       issuerPort: port("--issuer-port", values["issuer-port"]),
       echoSignerLogs: !values.quiet,
+      signal: abort.signal,
     });
   } catch (e) {
     process.stderr.write(`keyhole: the stack did not start: ${(e as Error).message}\n`);
-    return 1;
+    return abort.signal.aborted ? 130 : 1;
   }
   process.stdout.write(nextSteps(stack.api));
-  await new Promise<void>((res) => {
-    const done = () => res();
-    process.once("SIGINT", done);
-    process.once("SIGTERM", done);
-  });
+  await stopped;
   process.stderr.write("\nkeyhole: stopping...\n");
   await stack.stop();
   process.stderr.write("keyhole: stopped\n");
