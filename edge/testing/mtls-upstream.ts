@@ -29,7 +29,7 @@ export interface MtlsUpstream {
   port: number;
   requests: RecordedRequest[];
   /** How the next requests are answered (default 200 with what was received). */
-  answer: (req: RecordedRequest) => UpstreamAnswer;
+  answer: (req: RecordedRequest) => UpstreamAnswer | Promise<UpstreamAnswer>;
   /** Stops listening (connections are refused), keeping the port for `start()`. */
   stop(): Promise<void>;
   start(): Promise<void>;
@@ -61,7 +61,7 @@ export async function startMtlsUpstream(pki: RelayPki, port = 0): Promise<MtlsUp
         (req, res) => {
           const chunks: Buffer[] = [];
           req.on("data", (c: Buffer) => chunks.push(c));
-          req.on("end", () => {
+          req.on("end", async () => {
             const headers: Record<string, string> = {};
             for (const [k, v] of Object.entries(req.headers)) {
               if (typeof v === "string") headers[k] = v;
@@ -74,7 +74,7 @@ export async function startMtlsUpstream(pki: RelayPki, port = 0): Promise<MtlsUp
               clientAuthorized: (req.socket as { authorized?: boolean }).authorized === true,
             };
             upstream.requests.push(recorded);
-            const { status, body } = upstream.answer(recorded);
+            const { status, body } = await upstream.answer(recorded);
             res.writeHead(status, { "content-type": "application/json" });
             res.end(JSON.stringify(body));
           });
