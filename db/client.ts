@@ -84,7 +84,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       await writeClient.execute("PRAGMA journal_mode = WAL");
     }
     let write = drizzle(writeClient, { schema });
-    await migrate(write, { migrationsFolder: MIGRATIONS_FOLDER });
+    await applyMigrations(write);
     readClient = createClient({ ...base, concurrency: 8 });
     const read = drizzle(readClient, { schema });
     await readClient.execute("SELECT 1");
@@ -131,6 +131,32 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     writeClient?.close();
     throw toStorageError(e, `cannot open the database ${redactUrl(url)}`);
   }
+}
+
+/**
+ * drizzle's migrator reads which migrations ran before it opens its transaction, so two processes
+ * starting on a new database at once can both try to apply the first one. The loser sees "already
+ * exists" after the winner committed (tables and journal row together); running again then finds
+ * nothing left to do.
+ */
+async function applyMigrations(orm: Orm): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await migrate(orm, { migrationsFolder: MIGRATIONS_FOLDER });
+      return;
+    } catch (e) {
+      if (attempt >= 5 || !/already exists/.test(causeMessages(e))) throw e;
+      await new Promise((r) => setTimeout(r, 20 * attempt));
+    }
+  }
+}
+
+function causeMessages(e: unknown): string {
+  let out = "";
+  for (let cur: unknown = e, i = 0; cur instanceof Error && i < 5; cur = cur.cause, i++) {
+    out += ` ${cur.message}`;
+  }
+  return out;
 }
 
 function remoteScheme(url: string): boolean {
