@@ -8,8 +8,21 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, formatCidr, is4In6, isUnspecified, parseCidr } from "./ip.ts";
 import { type CertVersion, CURVE_WIRE, type Curve, type NebulaCertificate } from "./types.ts";
-import { decodeV1, encodeV1 } from "./v1.ts";
-import { decodeV2, encodeV2, encodeV2Details, MAX_NAME_LENGTH, v2FingerprintInput } from "./v2.ts";
+import {
+  decodeV1,
+  encodeV1,
+  encodeV1Details,
+  encodeV1Prefix,
+  encodeV1SignatureField,
+} from "./v1.ts";
+import {
+  decodeV2,
+  encodeV2,
+  encodeV2Details,
+  MAX_NAME_LENGTH,
+  v2FingerprintInput,
+  v2SigningMessage,
+} from "./v2.ts";
 
 /** Details in wire form: parsed networks, whole seconds, issuer bytes. */
 export interface WireDetails {
@@ -26,6 +39,8 @@ export interface WireDetails {
 }
 
 export const PUBLIC_KEY_LENGTH: Record<Curve, number> = { CURVE25519: 32, P256: 65 };
+
+const utf8 = new TextEncoder();
 
 function invalid(message: string): CertError {
   return new CertError("invalid_details", message);
@@ -80,7 +95,7 @@ export function checkWireDetails(version: CertVersion, d: WireDetails): void {
   }
   if (version === 2) {
     if (d.name.length === 0) throw invalid("the name must not be empty");
-    if (new TextEncoder().encode(d.name).length > MAX_NAME_LENGTH) {
+    if (d.name.length * 3 > MAX_NAME_LENGTH && utf8.encode(d.name).length > MAX_NAME_LENGTH) {
       throw invalid(`the name must be at most ${MAX_NAME_LENGTH} bytes`);
     }
     for (const g of d.groups) if (g.length === 0) throw invalid("groups must not be empty strings");
@@ -159,6 +174,7 @@ function model(
   signature: Uint8Array,
   raw: Uint8Array,
   fingerprint: string,
+  issuerHex?: string,
 ): NebulaCertificate {
   return {
     version,
@@ -169,7 +185,7 @@ function model(
     isCA: d.isCA,
     notBefore: toDate(d.notBefore),
     notAfter: toDate(d.notAfter),
-    issuer: bytesToHex(d.issuer),
+    issuer: issuerHex ?? bytesToHex(d.issuer),
     publicKey: d.publicKey,
     curve: d.curve,
     signature,
@@ -184,15 +200,70 @@ export function assembleCertificate(
   d: WireDetails,
   signature: Uint8Array,
   rawDetails?: Uint8Array,
+  issuerHex?: string,
 ): NebulaCertificate {
+  // sha256 in JS: a WebCrypto digest costs several times more CPU for inputs this small.
   if (version === 1) {
     const raw = encodeV1(d, signature);
-    return model(1, d, signature, raw, bytesToHex(sha256(raw)));
+    return model(1, d, signature, raw, bytesToHex(sha256(raw)), issuerHex);
   }
   const details = rawDetails ?? encodeV2Details(d);
   const raw = encodeV2(details, d.curve, d.publicKey, signature);
   const fp = bytesToHex(sha256(v2FingerprintInput(details, d.curve, d.publicKey, signature)));
-  return model(2, d, signature, raw, fp);
+  return model(2, d, signature, raw, fp, issuerHex);
+}
+
+/** What a signing needs: the bytes to sign and the encoded details they start with. */
+export interface SigningParts {
+  toSign: Uint8Array;
+  /** v1: the marshalled details; v2: the DER details element. */
+  details: Uint8Array;
+}
+
+export function v1SigningParts(d: WireDetails): SigningParts {
+  const details = encodeV1Details(d);
+  return { toSign: details, details };
+}
+
+export function v2SigningMessageParts(d: WireDetails): SigningParts {
+  const details = encodeV2Details(d);
+  return { toSign: v2SigningMessage(details, d.curve, d.publicKey), details };
+}
+
+/**
+ * Everything about a certificate that does not depend on its signature, computed up front (the
+ * signing hot path does this while the signature is being made). Returns the function that seals
+ * the certificate once the signature is known.
+ */
+export function prepareCertificate(
+  version: CertVersion,
+  d: WireDetails,
+  parts: SigningParts,
+  issuerHex: string,
+): (signature: Uint8Array) => NebulaCertificate {
+  const base = model(version, d, new Uint8Array(0), new Uint8Array(0), "", issuerHex);
+  if (version === 1) {
+    // RawNebulaCertificate: field 1 = details, field 2 = signature; fingerprint = sha256(all).
+    const prefix = encodeV1Prefix(parts.details);
+    const hash = sha256.create().update(prefix);
+    return (signature) => {
+      const tail = encodeV1SignatureField(signature);
+      const raw = new Uint8Array(prefix.length + tail.length);
+      raw.set(prefix);
+      raw.set(tail, prefix.length);
+      base.signature = signature;
+      base.raw = raw;
+      base.fingerprint = bytesToHex(hash.update(tail).digest());
+      return base;
+    };
+  }
+  const hash = sha256.create().update(parts.toSign);
+  return (signature) => {
+    base.signature = signature;
+    base.raw = encodeV2(parts.details, d.curve, d.publicKey, signature);
+    base.fingerprint = bytesToHex(hash.update(signature).digest());
+    return base;
+  };
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

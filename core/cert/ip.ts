@@ -30,6 +30,33 @@ function bad(text: string, why: string): CertError {
 }
 
 function parseIpv4(text: string, original: string): Uint8Array {
+  // Fast path: digits and dots only, read without allocating (the signing hot path parses these).
+  const out = new Uint8Array(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  let ok = text.length >= 7 && text.length <= 15;
+  for (let i = 0; ok && i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || part > 3) ok = false;
+      else out[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && value === 0) ok = false; // leading zero
+      value = value * 10 + (c - 48);
+      digits++;
+      if (value > 255) ok = false;
+    } else {
+      ok = false;
+    }
+  }
+  if (ok && part === 4) return out;
+  return parseIpv4Slow(text, original);
+}
+
+function parseIpv4Slow(text: string, original: string): Uint8Array {
   const parts = text.split(".");
   if (parts.length !== 4) throw bad(original, "an IPv4 address has four dotted numbers");
   const out = new Uint8Array(4);

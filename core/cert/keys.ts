@@ -32,15 +32,18 @@ const P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
 const B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
 export const P256_ORDER = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
 
-// X25519: u-coordinates of points of order 1, 2, 4 and 8 (mod p); each gives an all-zero secret.
-const P25519 = (1n << 255n) - 19n;
-const X25519_SMALL_ORDER = new Set<bigint>([
-  0n,
-  1n,
-  P25519 - 1n,
-  0x00b8495f16056286fdb1329ceb8d09da6ac49ff1fae35616aeb8413b7c7aebe0n,
-  0x57119fd0dd4e22d8868e1c58c45c44045bef839c55b1d0b1248c50a3bc959c5fn,
-]);
+// X25519 small-order points (orders 1, 2, 4, 8) as little-endian u-coordinates with the ignored top
+// bit clear: 0, 1, the two order-8 points, p-1, and p, p+1 (non-canonical 0 and 1). After the top
+// bit is masked these seven byte strings are exactly the keys whose shared secret is all zeros.
+const X25519_SMALL_ORDER: Uint8Array[] = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+  "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+].map((h) => Uint8Array.from(h.match(/../g) ?? [], (b) => Number.parseInt(b, 16)));
 
 export function bytesToBigInt(b: Uint8Array): bigint {
   let n = 0n;
@@ -64,10 +67,13 @@ export function isP256Point(point: Uint8Array): boolean {
 
 /** True when an X25519 public key is one of the small-order points (all-zero shared secret). */
 export function isX25519SmallOrder(publicKey: Uint8Array): boolean {
-  let u = 0n;
-  for (let i = 31; i >= 0; i--) u = (u << 8n) | BigInt(publicKey[i] as number);
-  u &= (1n << 255n) - 1n; // RFC 7748: the top bit is ignored
-  return X25519_SMALL_ORDER.has(u % P25519);
+  if (publicKey.length !== 32) return false;
+  outer: for (const bad of X25519_SMALL_ORDER) {
+    for (let i = 0; i < 31; i++) if (publicKey[i] !== bad[i]) continue outer;
+    // RFC 7748: the top bit of the last byte is ignored.
+    if (((publicKey[31] as number) & 0x7f) === bad[31]) return true;
+  }
+  return false;
 }
 
 /**

@@ -4,19 +4,19 @@
  * certificate that Nebula would reject.
  */
 import {
-  assembleCertificate,
   checkWireDetails,
+  prepareCertificate,
   unixSeconds,
+  v1SigningParts,
+  v2SigningMessageParts,
   type WireDetails,
 } from "./certificate.ts";
 import { checkCaConstraints } from "./constraints.ts";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, parseCidr } from "./ip.ts";
 import { checkPublicKey } from "./keys.ts";
-import { type CaSigner, normalizeLowS } from "./signer.ts";
+import { type CaSigner, normalizeLowS, producesLowS } from "./signer.ts";
 import type { CertificateDetails, NebulaCertificate } from "./types.ts";
-import { encodeV1Details } from "./v1.ts";
-import { encodeV2Details, v2SigningMessage } from "./v2.ts";
 
 function invalid(message: string): CertError {
   return new CertError("invalid_details", message);
@@ -28,10 +28,20 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-function hexToBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
+// Issuer bytes per CA certificate, decoded once.
+const issuerCache = new WeakMap<NebulaCertificate, Uint8Array>();
+
+function issuerBytesOf(ca: NebulaCertificate): Uint8Array {
+  let b = issuerCache.get(ca);
+  if (!b) {
+    const hex = ca.fingerprint;
+    if (!/^[0-9a-f]{64}$/.test(hex))
+      throw invalid("the CA fingerprint is not 64 lowercase hex digits");
+    b = new Uint8Array(32);
+    for (let i = 0; i < 32; i++) b[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+    issuerCache.set(ca, b);
+  }
+  return b;
 }
 
 function parseList(list: unknown, what: string): Cidr[] {
@@ -86,7 +96,7 @@ export async function signCertificate(
     if (!sameBytes(signer.publicKey, ca.publicKey)) {
       throw new CertError("key_mismatch", "the signing key does not belong to the CA certificate");
     }
-    issuer = hexToBytes(ca.fingerprint);
+    issuer = issuerBytesOf(ca);
   }
   checkPublicKey(curve, details.publicKey, details.isCA);
 
@@ -123,16 +133,16 @@ export async function signCertificate(
     });
   }
 
-  let signature: Uint8Array;
-  let rawDetails: Uint8Array | undefined;
-  if (version === 1) {
-    signature = await signer.sign(encodeV1Details(d));
-  } else {
-    rawDetails = encodeV2Details(d);
-    signature = await signer.sign(v2SigningMessage(rawDetails, curve, d.publicKey));
+  // Start the signature first; while it is computed (off the main thread where the runtime allows),
+  // prepare everything that does not depend on it: the encoding prefix, its hash, the model.
+  const message = version === 1 ? v1SigningParts(d) : v2SigningMessageParts(d);
+  const pending = signer.sign(message.toSign);
+  pending.catch(() => undefined);
+  const sealed = prepareCertificate(version, d, message, ca === null ? "" : ca.fingerprint);
+  let signature = await pending;
+  if (!(signature instanceof Uint8Array) || signature.length === 0) {
+    throw new CertError("bad_signature", "the signer returned no signature");
   }
-  if (signature.length === 0)
-    throw new CertError("bad_signature", "the signer returned an empty signature");
-  if (curve === "P256") signature = normalizeLowS(signature);
-  return assembleCertificate(version, d, signature, rawDetails);
+  if (curve === "P256" && !producesLowS(signer)) signature = normalizeLowS(signature);
+  return sealed(signature);
 }

@@ -89,14 +89,56 @@ export function encodeDerSignature(r: bigint, s: bigint): Uint8Array {
   );
 }
 
+const ORDER_BYTES = bigIntTo32(P256_ORDER);
+const HALF_ORDER_BYTES = bigIntTo32(HALF_ORDER);
+
+/** a > b for 32-byte big-endian numbers. */
+function greater(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 32; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    if (d !== 0) return d > 0;
+  }
+  return false;
+}
+
+/** n - s for a 32-byte big-endian s < n. */
+function orderMinus(s: Uint8Array): Uint8Array {
+  const out = new Uint8Array(32);
+  let borrow = 0;
+  for (let i = 31; i >= 0; i--) {
+    let d = (ORDER_BYTES[i] as number) - (s[i] as number) - borrow;
+    borrow = d < 0 ? 1 : 0;
+    if (d < 0) d += 256;
+    out[i] = d;
+  }
+  return out;
+}
+
 /** WebCrypto's r||s (64 bytes) -> DER with s in low form, as Nebula >= 1.10.3 writes. */
 export function p1363ToLowSDer(sig: Uint8Array): Uint8Array {
-  if (sig.length !== 64)
+  if (sig.length !== 64) {
     throw new CertError("bad_signature", "an ECDSA P-256 signature is 64 bytes r||s");
-  const r = bytesToBigInt(sig.subarray(0, 32));
-  let s = bytesToBigInt(sig.subarray(32));
-  if (s > HALF_ORDER) s = P256_ORDER - s;
-  return encodeDerSignature(r, s);
+  }
+  const r = sig.subarray(0, 32);
+  let s = sig.subarray(32);
+  if (greater(s, HALF_ORDER_BYTES)) s = orderMinus(s);
+  return derElement(
+    TAG_SEQUENCE,
+    derElement(TAG_INTEGER, derUnsignedIntegerValue(r)),
+    derElement(TAG_INTEGER, derUnsignedIntegerValue(s)),
+  );
+}
+
+// Signers made here already return low-S DER; signCertificate normalizes only the others.
+const lowSSigners = new WeakSet<CaSigner>();
+
+export function producesLowS(signer: CaSigner): boolean {
+  return lowSSigners.has(signer);
+}
+
+function trusted(signer: CaSigner): CaSigner {
+  lowSSigners.add(signer);
+  return signer;
 }
 
 /** The same DER signature with s in its low form (returned unchanged when already low). */
@@ -124,11 +166,11 @@ export function nobleSignerFromPrivateKey(curve: Curve, privateKey: Uint8Array):
     return { curve, publicKey, sign: async (m) => ed25519.sign(m, seed) };
   }
   const scalar = privateKey.slice();
-  return {
+  return trusted({
     curve,
     publicKey,
     sign: async (m) => p256.sign(m, scalar, { prehash: true, lowS: true, format: "der" }),
-  };
+  });
 }
 
 /**
@@ -177,12 +219,12 @@ export async function signerFromPrivateKey(
     jwk.d = "";
   }
   const algorithm = { name: "ECDSA", hash: "SHA-256" };
-  return {
+  return trusted({
     curve,
     publicKey,
     sign: async (m) =>
       p1363ToLowSDer(new Uint8Array(await s.sign(algorithm, key, bufferSource(m)))),
-  };
+  });
 }
 
 /** Synchronous signature check with @noble/curves (both S forms accepted for P-256, like Go). */

@@ -235,6 +235,24 @@ export function encodeV1(f: V1Fields, signature: Uint8Array): Uint8Array {
   return w.finish().slice();
 }
 
+/** The start of a marshalled certificate: field 1 holding already-marshalled details. */
+export function encodeV1Prefix(details: Uint8Array): Uint8Array {
+  return new pb.Writer()
+    .uint32((1 << 3) | WIRE_BYTES)
+    .bytes(details)
+    .finish()
+    .slice();
+}
+
+/** The end of a marshalled certificate: field 2, the signature. */
+export function encodeV1SignatureField(signature: Uint8Array): Uint8Array {
+  return new pb.Writer()
+    .uint32((2 << 3) | WIRE_BYTES)
+    .bytes(signature)
+    .finish()
+    .slice();
+}
+
 /** v1 holds IPv4 only; parse CIDR text into what the encoder needs. */
 export function v1Cidrs(texts: string[], what: string): Cidr[] {
   return texts.map((t) => {
