@@ -64,7 +64,9 @@ function buildEdge(env: WorkerEnv): Built {
       if (!env[name]) throw new ConfigError(name, "binding is missing; see wrangler.toml");
     }
     const vars = stringVars(env);
-    const config = edgeConfigFromEnv(vars);
+    // On Cloudflare the client address is cf-connecting-ip, set by the platform; a forwarded-for
+    // header is the client's own word and is never trusted here.
+    const config = { ...edgeConfigFromEnv(vars), trustProxy: false };
     const signer = env.SIGNER;
     const app = createEdgeApp({
       config,

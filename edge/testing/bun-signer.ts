@@ -5,9 +5,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { RelayPki } from "../../cli/dev/pki.ts";
-import { REPO_ROOT } from "../../test/support/tools.ts";
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface BunSignerOptions {
   region: string;
