@@ -3,6 +3,7 @@
  * audit-chain check an operator runs: the route `GET /v1/audit/verify` and `checkAuditChain` for the CLI.
  */
 import type { KmsAttempt, KmsOperation } from "./custody/types.ts";
+import { openSignerStore } from "./store/index.ts";
 import type {
   AuditChainReport,
   AuditEventInput,
@@ -56,4 +57,20 @@ export function checkAuditChain(
   store: Pick<SignerStore, "verifyAuditChain">,
 ): Promise<AuditChainReport> {
   return store.verifyAuditChain();
+}
+
+/**
+ * For the CLI (`keyhole audit verify --db ...`): opens the signer's database as the signer does,
+ * verifies the whole chain, and closes it. Throws storage_unavailable when the database cannot be read.
+ */
+export async function verifyAuditChainAt(database: {
+  url: string;
+  authToken?: string;
+}): Promise<AuditChainReport> {
+  const store = await openSignerStore({ url: database.url, authToken: database.authToken });
+  try {
+    return await store.verifyAuditChain();
+  } finally {
+    await store.close();
+  }
 }
