@@ -228,16 +228,21 @@ export async function callSigner(
 }
 
 /**
- * Holds an exclusive lock on a libSQL file from a second connection for `ms` milliseconds:
+ * Holds the write lock of a libSQL file from a second connection for `ms` milliseconds:
  * writers that wait longer than their busy timeout fail (storage_unavailable), nothing else may.
  */
 export async function holdDatabaseLock(dbPath: string, ms: number): Promise<void> {
   const client = createClient({ url: `file:${dbPath}` });
   try {
-    await client.execute("PRAGMA busy_timeout = 5000");
-    await client.execute("BEGIN EXCLUSIVE");
-    await new Promise((r) => setTimeout(r, ms));
-    await client.execute("ROLLBACK");
+    // BEGIN IMMEDIATE: the write lock is taken now and held until the rollback.
+    const tx = await client.transaction("write");
+    try {
+      await tx.execute("select count(*) from networks");
+      await new Promise((r) => setTimeout(r, ms));
+    } finally {
+      await tx.rollback();
+      tx.close();
+    }
   } finally {
     client.close();
   }
