@@ -3,6 +3,10 @@
  * straight to the pooled read client; every write goes through the single group-committing writer
  * (./writer.ts), so each multi-row change (network + CA + sealed keys + audit, certificate + consumed
  * credential + next host token + audit) is one transaction and the audit chain stays linear.
+ *
+ * Files: types.ts (the interface the routes use), index.ts (this: queries and transactions),
+ * writer.ts (group commit, savepoint isolation), audit.ts (hash chain, canonical JSON, verification),
+ * addresses.ts (overlay address allocation), secrets.ts (codes, tokens, ids), testing.ts (test set-up).
  */
 import {
   and,
@@ -87,8 +91,8 @@ type HostRow = typeof hosts.$inferSelect & { org: string };
 type Reader = Orm | WriteTx;
 
 const INVALID_CODE =
-  "the enrollment code is unknown, already used or expired; ask an admin to register the host again";
-const INVALID_TOKEN = "the host token is unknown; enroll the host again with a new enrollment code";
+  "the enrollment code is unknown, already used or expired; ask an admin for a new host registration and code";
+const INVALID_TOKEN = "the host token is unknown; enroll with a new enrollment code from an admin";
 
 /** A store plus what operators and tests may inspect. */
 export interface SignerStoreHandle extends SignerStore {
@@ -918,7 +922,7 @@ export function createSignerStore(
     }
     return new KeyholeError(
       "host_token_reused",
-      "this host token was already used and replaced; the host is now blocked — an admin must register it again",
+      "this host token was already used and replaced, so a copy of it may exist; the host is now blocked and an admin must register the machine as a new host",
     );
   }
 
@@ -956,7 +960,10 @@ function nameTaken(message: string): KeyholeError {
 }
 
 function hostBlocked(): KeyholeError {
-  return new KeyholeError("host_blocked", "this host is blocked; an admin must register it again");
+  return new KeyholeError(
+    "host_blocked",
+    "this host is blocked: its certificates are revoked and it cannot enroll or renew; an admin must register the machine as a new host",
+  );
 }
 
 function idempotencyConflict(): KeyholeError {

@@ -164,6 +164,7 @@ export interface RegisterHostInput {
   certLifetimeS: number;
   /** Lifetime of the one-time enrollment code, seconds. */
   codeTtlS: number;
+  /** Written with the host; the store adds `hostId`, `name` and `ip` to each event's detail. */
   audit: AuditEventInput[];
 }
 
@@ -282,7 +283,10 @@ export interface SignerStore {
   listHosts(networkId: string): Promise<HostRecord[]>;
   hostView(host: HostRecord): Promise<HostView>;
   certificateView(cert: CertificateRecord, caFingerprint: string): CertificateView;
-  /** State blocked, its certificates revoked, its tokens rotated; one transaction with the audit rows. */
+  /**
+   * State blocked, its certificates revoked, its tokens rotated; one transaction with the audit rows
+   * (the store adds `hostId` and the revoked fingerprints to each event's detail). not_found when absent.
+   */
   blockHost(hostId: string, audit: AuditEventInput[]): Promise<BlockResult>;
   /** Fingerprints of revoked, unexpired certificates of the network: `pki.blocklist`. */
   blocklist(networkId: string): Promise<string[]>;
@@ -314,7 +318,10 @@ export interface SignerStore {
   recordAudit(events: AuditEventInput[]): Promise<AuditRowView[]>;
   /** Rows of `org`, newest first. */
   listAudit(org: string, filter: AuditFilter): Promise<AuditRowView[]>;
-  /** Recomputes every hash and link from the first row. */
+  /**
+   * Recomputes every hash and link from the first row. Catches edited, inserted and deleted rows;
+   * rows cut off the end leave a valid shorter chain (compare `lastAuditHash` with a kept copy).
+   */
   verifyAuditChain(): Promise<AuditChainReport>;
 
   /** Flushes pending writes, then closes the database. */
@@ -326,4 +333,6 @@ export interface SignerStoreOptions {
   clock?: () => Date;
   /** Most writes committed in one transaction (default 256). */
   maxBatch?: number;
+  /** File databases: how long to wait for another process's write lock (default 5000 ms). */
+  busyTimeoutMs?: number;
 }
