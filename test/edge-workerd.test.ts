@@ -317,3 +317,29 @@ describe("edge in workerd relaying to real Bun signers over mTLS", () => {
     expect(health.body.status).toBe("down");
   });
 });
+
+describe("edge in workerd with a wrong configuration", () => {
+  it("answers 500 with the trace id and names nothing secret, instead of running half-configured", async () => {
+    const broken = await startEdgeInMiniflare({
+      vars: {
+        KEYHOLE_SIGNERS: "a=http://127.0.0.1:1",
+        KEYHOLE_OIDC_ISSUERS: "http://127.0.0.1:2",
+        KEYHOLE_OIDC_AUDIENCE: AUDIENCE,
+      },
+      tls: { caFile: pki.caCert, certFile: pki.clientCert, keyFile: pki.clientKey },
+    });
+    try {
+      const res = await fetch(`${broken.url}/v1/health`);
+      expect(res.status).toBe(500);
+      const body = (await res.json()) as {
+        error: { code: string; message: string; traceId: string };
+      };
+      expect(body.error.code).toBe("internal");
+      expect(body.error.message).toMatch(/misconfigured/);
+      expect(body.error.traceId).toBe(res.headers.get("x-request-id"));
+      expect(broken.relayed).toHaveLength(0);
+    } finally {
+      await broken.dispose();
+    }
+  });
+});
