@@ -19,9 +19,9 @@ import {
   decodeV2,
   encodeV2,
   encodeV2Details,
+  encodeV2SigningParts,
   MAX_NAME_LENGTH,
   v2FingerprintInput,
-  v2SigningMessage,
 } from "./v2.ts";
 
 /** Details in wire form: parsed networks, whole seconds, issuer bytes. */
@@ -226,8 +226,7 @@ export function v1SigningParts(d: WireDetails): SigningParts {
 }
 
 export function v2SigningMessageParts(d: WireDetails): SigningParts {
-  const details = encodeV2Details(d);
-  return { toSign: v2SigningMessage(details, d.curve, d.publicKey), details };
+  return encodeV2SigningParts(d);
 }
 
 /**

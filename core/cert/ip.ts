@@ -146,7 +146,8 @@ export function is4In6(a: IpAddress): boolean {
 }
 
 export function isUnspecified(a: IpAddress): boolean {
-  return a.bytes.every((b) => b === 0);
+  for (let i = 0; i < a.bytes.length; i++) if (a.bytes[i] !== 0) return false;
+  return true;
 }
 
 /** Formats as Go's netip does (RFC 5952; IPv4-mapped IPv6 as ::ffff:a.b.c.d). */

@@ -7,7 +7,6 @@
 import {
   concatBytes,
   DerReader,
-  derElement,
   derIntegerValue,
   TAG_OCTET_STRING,
   TAG_SEQUENCE,
@@ -143,31 +142,127 @@ export function decodeV2(raw: Uint8Array): {
   };
 }
 
-function networkList(tag: number, list: Cidr[]): Uint8Array[] {
-  if (list.length === 0) return [];
-  const items = list.map((c) => {
-    const v = new Uint8Array(c.bytes.length + 1);
-    v.set(c.bytes);
-    v[c.bytes.length] = c.prefix;
-    return derElement(TAG_OCTET_STRING, v);
-  });
-  return [derElement(tag, ...items)];
+// Single-pass DER writing: sizes first, then one buffer (the signing hot path encodes these).
+
+function headerSize(len: number): number {
+  return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
+}
+
+function writeHeader(buf: Uint8Array, pos: number, tag: number, len: number): number {
+  buf[pos++] = tag;
+  if (len < 0x80) {
+    buf[pos++] = len;
+  } else if (len < 0x100) {
+    buf[pos++] = 0x81;
+    buf[pos++] = len;
+  } else if (len < 0x10000) {
+    buf[pos++] = 0x82;
+    buf[pos++] = len >>> 8;
+    buf[pos++] = len & 0xff;
+  } else {
+    buf[pos++] = 0x83;
+    buf[pos++] = len >>> 16;
+    buf[pos++] = (len >>> 8) & 0xff;
+    buf[pos++] = len & 0xff;
+  }
+  return pos;
+}
+
+function networksContentSize(list: Cidr[]): number {
+  let n = 0;
+  for (const c of list) n += 2 + c.bytes.length + 1;
+  return n;
+}
+
+function writeNetworks(
+  buf: Uint8Array,
+  pos: number,
+  tag: number,
+  list: Cidr[],
+  size: number,
+): number {
+  let p = writeHeader(buf, pos, tag, size);
+  for (const c of list) {
+    buf[p++] = TAG_OCTET_STRING;
+    buf[p++] = c.bytes.length + 1;
+    buf.set(c.bytes, p);
+    p += c.bytes.length;
+    buf[p++] = c.prefix;
+  }
+  return p;
+}
+
+/**
+ * The DER Details element (tag [0] included), exactly as Nebula marshals it, written into a buffer
+ * with `extra` spare bytes after it (room for the curve byte and public key of the signing message).
+ */
+function writeV2Details(
+  f: Omit<V2Fields, "curve" | "publicKey">,
+  extra: number,
+): { buf: Uint8Array; length: number } {
+  const name = utf8Encoder.encode(f.name);
+  const groups = f.groups.map((g) => utf8Encoder.encode(g));
+  const nets = networksContentSize(f.networks);
+  const unsafe = networksContentSize(f.unsafeNetworks);
+  let groupsSize = 0;
+  for (const g of groups) groupsSize += headerSize(g.length) + g.length;
+  const notBefore = derIntegerValue(f.notBefore);
+  const notAfter = derIntegerValue(f.notAfter);
+  let content = headerSize(name.length) + name.length;
+  if (f.networks.length > 0) content += headerSize(nets) + nets;
+  if (f.unsafeNetworks.length > 0) content += headerSize(unsafe) + unsafe;
+  if (groups.length > 0) content += headerSize(groupsSize) + groupsSize;
+  if (f.isCA) content += 3;
+  content += 2 + notBefore.length + 2 + notAfter.length;
+  if (f.issuer.length > 0) content += headerSize(f.issuer.length) + f.issuer.length;
+  const length = headerSize(content) + content;
+  const buf = new Uint8Array(length + extra);
+  let p = writeHeader(buf, 0, TAG_CERT_DETAILS, content);
+  p = writeHeader(buf, p, TAG_NAME, name.length);
+  buf.set(name, p);
+  p += name.length;
+  if (f.networks.length > 0) p = writeNetworks(buf, p, TAG_NETWORKS, f.networks, nets);
+  if (f.unsafeNetworks.length > 0)
+    p = writeNetworks(buf, p, TAG_UNSAFE_NETWORKS, f.unsafeNetworks, unsafe);
+  if (groups.length > 0) {
+    p = writeHeader(buf, p, TAG_GROUPS, groupsSize);
+    for (const g of groups) {
+      p = writeHeader(buf, p, TAG_UTF8_STRING, g.length);
+      buf.set(g, p);
+      p += g.length;
+    }
+  }
+  if (f.isCA) {
+    buf[p++] = TAG_IS_CA;
+    buf[p++] = 1;
+    buf[p++] = 0xff;
+  }
+  buf[p++] = TAG_NOT_BEFORE;
+  buf[p++] = notBefore.length;
+  buf.set(notBefore, p);
+  p += notBefore.length;
+  buf[p++] = TAG_NOT_AFTER;
+  buf[p++] = notAfter.length;
+  buf.set(notAfter, p);
+  p += notAfter.length;
+  if (f.issuer.length > 0) {
+    p = writeHeader(buf, p, TAG_ISSUER, f.issuer.length);
+    buf.set(f.issuer, p);
+  }
+  return { buf, length };
 }
 
 /** The DER Details element (tag [0] included), exactly as Nebula marshals it. */
 export function encodeV2Details(f: Omit<V2Fields, "curve" | "publicKey">): Uint8Array {
-  const parts: Uint8Array[] = [derElement(TAG_NAME, utf8Encoder.encode(f.name))];
-  parts.push(...networkList(TAG_NETWORKS, f.networks));
-  parts.push(...networkList(TAG_UNSAFE_NETWORKS, f.unsafeNetworks));
-  if (f.groups.length > 0) {
-    const gs = f.groups.map((g) => derElement(TAG_UTF8_STRING, utf8Encoder.encode(g)));
-    parts.push(derElement(TAG_GROUPS, ...gs));
-  }
-  if (f.isCA) parts.push(derElement(TAG_IS_CA, Uint8Array.of(0xff)));
-  parts.push(derElement(TAG_NOT_BEFORE, derIntegerValue(f.notBefore)));
-  parts.push(derElement(TAG_NOT_AFTER, derIntegerValue(f.notAfter)));
-  if (f.issuer.length > 0) parts.push(derElement(TAG_ISSUER, f.issuer));
-  return derElement(TAG_CERT_DETAILS, ...parts);
+  return writeV2Details(f, 0).buf;
+}
+
+/** Details and the signing message (details || curve || public key) sharing one buffer. */
+export function encodeV2SigningParts(f: V2Fields): { details: Uint8Array; toSign: Uint8Array } {
+  const { buf, length } = writeV2Details(f, 1 + f.publicKey.length);
+  buf[length] = CURVE_WIRE[f.curve];
+  buf.set(f.publicKey, length + 1);
+  return { details: buf.subarray(0, length), toSign: buf };
 }
 
 /** What Nebula signs: details || curve byte || public key. */
@@ -195,10 +290,27 @@ export function encodeV2(
   publicKey: Uint8Array,
   signature: Uint8Array,
 ): Uint8Array {
-  const parts = [rawDetails];
-  if (curve !== "CURVE25519")
-    parts.push(derElement(TAG_CERT_CURVE, Uint8Array.of(CURVE_WIRE[curve])));
-  parts.push(derElement(TAG_CERT_PUBLIC_KEY, publicKey));
-  parts.push(derElement(TAG_CERT_SIGNATURE, signature));
-  return derElement(TAG_SEQUENCE, ...parts);
+  const curveSize = curve === "CURVE25519" ? 0 : 3;
+  const content =
+    rawDetails.length +
+    curveSize +
+    headerSize(publicKey.length) +
+    publicKey.length +
+    headerSize(signature.length) +
+    signature.length;
+  const out = new Uint8Array(headerSize(content) + content);
+  let p = writeHeader(out, 0, TAG_SEQUENCE, content);
+  out.set(rawDetails, p);
+  p += rawDetails.length;
+  if (curveSize > 0) {
+    out[p++] = TAG_CERT_CURVE;
+    out[p++] = 1;
+    out[p++] = CURVE_WIRE[curve];
+  }
+  p = writeHeader(out, p, TAG_CERT_PUBLIC_KEY, publicKey.length);
+  out.set(publicKey, p);
+  p += publicKey.length;
+  p = writeHeader(out, p, TAG_CERT_SIGNATURE, signature.length);
+  out.set(signature, p);
+  return out;
 }
