@@ -353,3 +353,36 @@ export async function waitForPing(
     }
   }
 }
+
+/**
+ * `count` pings `intervalSec` apart (root may go below 0.2 s), each waiting at most `timeoutSec`:
+ * a steady stream that shows whether a tunnel kept carrying traffic while something changed under it.
+ */
+export async function pingSteadily(
+  from: NetnsHost,
+  overlayIp: string,
+  opts: { count: number; intervalSec: number; timeoutSec?: number },
+): Promise<PingResult> {
+  const timeoutSec = opts.timeoutSec ?? 1;
+  const deadlineSec = Math.ceil(opts.count * opts.intervalSec + timeoutSec + 1);
+  const args = [
+    ...(overlayIp.includes(":") ? ["-6"] : []),
+    "-n",
+    "-c",
+    String(opts.count),
+    "-i",
+    String(opts.intervalSec),
+    "-W",
+    String(timeoutSec),
+    "-w",
+    String(deadlineSec),
+    overlayIp,
+  ];
+  const r = await from.exec("ping", args, { timeoutMs: (deadlineSec + 5) * 1000 });
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+  return {
+    transmitted: Number(m?.[1] ?? 0),
+    received: Number(m?.[2] ?? 0),
+    output: r.stdout + r.stderr,
+  };
+}
