@@ -339,6 +339,21 @@ describeWith(
             bothDown.some((w) => o.startedAt <= w.to + margin && o.endedAt >= w.from)
           ),
       );
+      // The same holds for every attempt a client retried: a failed attempt outside a both-down
+      // window means one region's outage leaked through to a caller.
+      const inWindow = (o: Outcome) =>
+        bothDown.some((w) => o.startedAt <= w.to + margin && o.endedAt >= w.from);
+      const strayAttempts = outcomes.flatMap((o) =>
+        o.attempts
+          .filter(
+            (a) =>
+              a.status >= 300 && !(a.status === 503 && a.code === "kms_unavailable" && inWindow(o)),
+          )
+          .map(
+            (a) =>
+              `${o.op} attempt ${a.status} ${a.code} at ${((o.startedAt - t0) / 1000).toFixed(1)}s`,
+          ),
+      );
       const byCode = new Map<string, number>();
       let retried = 0;
       for (const o of outcomes) {
