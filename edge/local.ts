@@ -39,7 +39,7 @@ export interface EdgeInMiniflareOptions {
 export interface EdgeInMiniflare {
   url: string;
   mf: Miniflare;
-  /** Requests the SIGNER binding relayed, with the region URL each went to (for tests). */
+  /** The last 1,000 requests the SIGNER binding relayed, with the region URL each went to (for tests). */
   relayed: { url: string; method: string }[];
   dispose(): Promise<void>;
 }
@@ -120,6 +120,7 @@ export async function startEdgeInMiniflare(
     serviceBindings: {
       async SIGNER(request: MiniflareRequest) {
         relayed.push({ url: request.url, method: request.method });
+        if (relayed.length > 1000) relayed.splice(0, relayed.length - 1000);
         const init: Parameters<typeof undiciFetch>[1] = {
           method: request.method,
           headers: [...request.headers],

@@ -71,9 +71,25 @@ interface Opened {
   keyId: string;
 }
 
+/**
+ * How long after its decrypt an opened key may still be joined by new callers while earlier ones are
+ * signing. Under a burst this turns hundreds of signings into one KMS call; the window bounds how long
+ * a plaintext can stay in memory however steady the load, and the key is zeroed when its last user ends.
+ */
+export const SHARE_WINDOW_MS = 250;
+
 interface OpenGroup {
   decrypt: Promise<Opened>;
   users: number;
+  /** When the decrypt succeeded; undefined while it is in flight. */
+  openedAt?: number;
+}
+
+function joinable(group: OpenGroup): boolean {
+  return (
+    group.openedAt === undefined ||
+    (group.users > 0 && performance.now() - group.openedAt < SHARE_WINDOW_MS)
+  );
 }
 
 export class RegionalCustody implements KeyCustody {
@@ -166,13 +182,21 @@ export class RegionalCustody implements KeyCustody {
     // reach KMS itself and be refused there, never ride along on a decrypt it was not allowed.
     const groupKey = coalescingKey(caId, ctx, order);
     let group = this.#groups.get(groupKey);
+    if (group !== undefined && !joinable(group)) {
+      this.#groups.delete(groupKey); // its users keep it; new callers decrypt afresh
+      group = undefined;
+    }
     const shared = group !== undefined;
     if (group === undefined) {
       const created: OpenGroup = { decrypt: this.#decryptWithFailover(order, ctx), users: 0 };
-      const forget = () => {
-        if (this.#groups.get(groupKey) === created) this.#groups.delete(groupKey);
-      };
-      created.decrypt.then(forget, forget); // joiners only while the decrypt is in flight
+      created.decrypt.then(
+        () => {
+          created.openedAt = performance.now();
+        },
+        () => {
+          if (this.#groups.get(groupKey) === created) this.#groups.delete(groupKey);
+        },
+      );
       this.#groups.set(groupKey, created);
       group = created;
     }
@@ -198,7 +222,10 @@ export class RegionalCustody implements KeyCustody {
       };
     } finally {
       group.users -= 1;
-      if (group.users === 0) opened.plaintext.fill(0);
+      if (group.users === 0) {
+        opened.plaintext.fill(0);
+        if (this.#groups.get(groupKey) === group) this.#groups.delete(groupKey);
+      }
     }
   }
 

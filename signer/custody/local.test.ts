@@ -28,6 +28,7 @@ import {
   type KeyCustody,
   masterKeyPath,
   type SealedCopy,
+  SHARE_WINDOW_MS,
 } from "./index.ts";
 
 const CTX = { org: "org-x", network: "net-1", ca: "ca-1" };
@@ -391,6 +392,41 @@ describe("local custody: coalescing", () => {
     // not kept for later: the next open decrypts again
     await c.openCaKey("ca-1", copies, CTX, async () => 0);
     expect(c.stats().decryptCalls["local-a"]).toBe(2);
+  });
+
+  it("callers arriving while an opened key is still signing join it, within SHARE_WINDOW_MS only; zeroed after the last", async () => {
+    const c = await custody();
+    const { key, copies } = await sealed(c);
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let firstBuffer: Uint8Array | undefined;
+    const first = c.openCaKey("ca-1", copies, CTX, async (p) => {
+      firstBuffer = p;
+      await held;
+      return 1;
+    });
+    await sleep(20); // the decrypt has finished; `first` is still using the key
+    const joined = await c.openCaKey("ca-1", copies, CTX, async (p) => {
+      expect(p).toBe(firstBuffer);
+      return new Uint8Array(p);
+    });
+    expect(joined.shared).toBe(true);
+    expect(joined.value).toEqual(key);
+    expect(c.stats().decryptCalls["local-a"]).toBe(1);
+    expect(firstBuffer?.every((x) => x === 0)).toBe(false); // still in use by `first`
+    await sleep(SHARE_WINDOW_MS + 50); // past the window: a newcomer decrypts afresh
+    const late = await c.openCaKey("ca-1", copies, CTX, async (p) => {
+      expect(p).not.toBe(firstBuffer);
+      return 2;
+    });
+    expect(late.shared).toBe(false);
+    expect(c.stats().decryptCalls["local-a"]).toBe(2);
+    release();
+    await first;
+    expect(firstBuffer?.every((x) => x === 0)).toBe(true);
   });
 
   it("a concurrent open with another org's context does not ride along: it is denied by its own attempt", async () => {
