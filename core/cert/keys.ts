@@ -45,10 +45,14 @@ const X25519_SMALL_ORDER: Uint8Array[] = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ].map((h) => Uint8Array.from(h.match(/../g) ?? [], (b) => Number.parseInt(b, 16)));
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Big-endian bytes as a bigint (through hex: far faster than shifting a bigint per byte). */
 export function bytesToBigInt(b: Uint8Array): bigint {
-  let n = 0n;
-  for (const byte of b) n = (n << 8n) | BigInt(byte);
-  return n;
+  if (b.length === 0) return 0n;
+  let h = "0x";
+  for (let i = 0; i < b.length; i++) h += HEX[b[i] as number];
+  return BigInt(h);
 }
 
 function invalidKey(message: string): CertError {
