@@ -505,4 +505,50 @@ describe("signer app", () => {
     expect(rows.filter((row) => row.action === "kms.decrypt")).toHaveLength(decrypts);
     console.log(`40 concurrent enrollments: ${decrypts} KMS decrypt call(s)`);
   });
+
+  it("replays an enrollment retried with the same Idempotency-Key instead of issuing twice", async () => {
+    const net = await createNetwork();
+    const reg = await registerHost(net.id);
+    const body = { code: reg.enrollmentCode, publicKey: await hostPublicKeyPem() };
+    const headers = { "idempotency-key": "relay-attempt-1" };
+    const first = await s.call("POST", "/v1/enroll", { body, headers });
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    const before = await s.snapshot();
+    const retry = await s.call("POST", "/v1/enroll", { body, headers });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    expect(retry.body.fingerprint).toBe(first.body.fingerprint);
+    expect(retry.body.certificate).toBe(first.body.certificate);
+    // The host token is shown once; only its hash is stored, so a replay cannot show it again.
+    expect(retry.body.hostToken).toBe("");
+    expect(await s.snapshot()).toEqual(before);
+    await refusedWithoutWrites(
+      () => s.call("POST", "/v1/enroll", { body }),
+      401,
+      "invalid_enrollment_code",
+    );
+  });
+
+  it("measures enrollment throughput through the app (local custody, file database)", async () => {
+    const net = await createNetwork();
+    const regs: { enrollmentCode: string }[] = [];
+    for (let i = 0; i < 100; i++) regs.push(await registerHost(net.id));
+    const keys = await Promise.all(regs.map(() => hostPublicKeyPem()));
+    const started = performance.now();
+    let next = 0;
+    const worker = async () => {
+      while (next < regs.length) {
+        const i = next++;
+        const res = await s.call("POST", "/v1/enroll", {
+          body: { code: regs[i]?.enrollmentCode, publicKey: keys[i] },
+        });
+        expect(res.status).toBe(201);
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    const seconds = (performance.now() - started) / 1000;
+    console.log(
+      `100 enrollments, 16 at a time: ${(100 / seconds).toFixed(0)} per second (${(seconds * 1000).toFixed(0)} ms)`,
+    );
+  });
 });

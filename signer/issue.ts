@@ -5,6 +5,7 @@
  * commit fails the caller gets an error and no certificate (invariant 5).
  */
 import {
+  type CaSigner,
   type CertificateDetails,
   certificateToPem,
   type NebulaCertificate,
@@ -65,6 +66,22 @@ export type IssueOutcome<R> =
   | { replayed: true; response: R };
 
 const caCertCache = new Map<string, NebulaCertificate>();
+
+/**
+ * Issuances that share one decrypt get the same plaintext buffer from custody; they share one
+ * imported signing key too. Keyed weakly by that buffer, so the key goes when the buffer does
+ * (custody zeroes the buffer and drops it once the last of them has signed).
+ */
+const signersByPlaintext = new WeakMap<Uint8Array, Promise<CaSigner>>();
+
+function signerFor(curve: "CURVE25519" | "P256", plaintext: Uint8Array): Promise<CaSigner> {
+  let signer = signersByPlaintext.get(plaintext);
+  if (!signer) {
+    signer = signerFromPrivateKey(curve, plaintext);
+    signersByPlaintext.set(plaintext, signer);
+  }
+  return signer;
+}
 
 function caCertOf(ca: CaRecord): NebulaCertificate {
   let cert = caCertCache.get(ca.id);
@@ -184,7 +201,7 @@ export async function issueHostCert<R>(
   let opened: Awaited<ReturnType<typeof rt.custody.openCaKey<NebulaCertificate>>>;
   try {
     opened = await rt.custody.openCaKey(ca.id, ca.sealedKeys, context, async (plaintext) => {
-      const signer = await signerFromPrivateKey(certCurve(network.curve), plaintext);
+      const signer = await signerFor(certCurve(network.curve), plaintext);
       // The same key renewed within one second would give byte-identical certificates (one
       // fingerprint); such a repeat ends one second earlier instead.
       for (let back = 0; ; back++) {
