@@ -20,6 +20,7 @@ import {
   isNull,
   lte,
   max,
+  ne,
 } from "drizzle-orm";
 import type {
   AuditRowView,
@@ -303,25 +304,46 @@ export function createSignerStore(
     return revoked.map((r) => r.fingerprint).sort();
   }
 
+  /**
+   * The host's next token. `after` is the generation just rotated away by this transaction (renewal),
+   * so no other current token can exist; without it (enrollment) any current token is retired first.
+   */
   async function mintHostToken(
     tx: WriteTx,
     hostId: string,
     now: Date,
+    after?: number,
   ): Promise<{ value: string; generation: number }> {
-    await tx
-      .update(hostTokens)
-      .set({ state: "rotated" })
-      .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
-    const last = await tx
-      .select({ g: max(hostTokens.generation) })
-      .from(hostTokens)
-      .where(eq(hostTokens.hostId, hostId));
-    const generation = (last[0]?.g ?? 0) + 1;
+    let generation: number;
+    if (after !== undefined) {
+      generation = after + 1;
+    } else {
+      await tx
+        .update(hostTokens)
+        .set({ state: "rotated" })
+        .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
+      const last = await tx
+        .select({ g: max(hostTokens.generation) })
+        .from(hostTokens)
+        .where(eq(hostTokens.hostId, hostId));
+      generation = (last[0]?.g ?? 0) + 1;
+    }
     const token = mintSecret(HOST_TOKEN_PREFIX);
     await tx
       .insert(hostTokens)
       .values({ hash: token.hash, hostId, generation, state: "current", createdAt: now });
     return { value: token.value, generation };
+  }
+
+  /** Network org by id; networks never change org, so the answer is cached. */
+  const orgByNetwork = new Map<string, string>();
+  async function orgOf(r: Reader, networkId: string): Promise<string> {
+    const cached = orgByNetwork.get(networkId);
+    if (cached !== undefined) return cached;
+    const row = await selectNetwork(r, networkId);
+    if (!row) throw new KeyholeError("not_found", "no such network");
+    orgByNetwork.set(networkId, row.org);
+    return row.org;
   }
 
   function requireSealedKeys(ca: NewCa): void {
@@ -736,7 +758,7 @@ export function createSignerStore(
             .update(hostTokens)
             .set({ state: "rotated" })
             .where(and(eq(hostTokens.hash, hash), eq(hostTokens.state, "current")))
-            .returning({ hostId: hostTokens.hostId });
+            .returning({ hostId: hostTokens.hostId, generation: hostTokens.generation });
           if (rotated.length === 0) {
             const known = (await tx.select().from(hostTokens).where(eq(hostTokens.hash, hash)))[0];
             const knownHost = known ? await selectHost(tx, known.hostId) : undefined;
@@ -754,11 +776,12 @@ export function createSignerStore(
               ),
             };
           }
-          if (rotated[0]?.hostId !== cert.hostId || cert.hostId === null) {
+          const presented = rotated[0];
+          if (presented?.hostId !== cert.hostId || cert.hostId === null) {
             throw new KeyholeError("invalid_host_token", "the host token belongs to another host");
           }
           host = await enrolledHost(tx, cert.hostId);
-          hostToken = (await mintHostToken(tx, cert.hostId, now)).value;
+          hostToken = (await mintHostToken(tx, cert.hostId, now, presented.generation)).value;
         }
         const certRow = {
           fingerprint: cert.fingerprint,
@@ -882,13 +905,19 @@ export function createSignerStore(
     );
   }
 
+  /** Marks the host enrolled (one statement) unless it is blocked or gone. */
   async function enrolledHost(tx: WriteTx, hostId: string): Promise<HostRecord> {
-    const row = await selectHost(tx, hostId);
-    if (!row) throw new KeyholeError("not_found", "no such host");
-    if (row.state === "blocked") throw hostBlocked();
-    if (row.state !== "enrolled")
-      await tx.update(hosts).set({ state: "enrolled" }).where(eq(hosts.id, hostId));
-    return hostRecord({ ...row, state: "enrolled" });
+    const updated = await tx
+      .update(hosts)
+      .set({ state: "enrolled" })
+      .where(and(eq(hosts.id, hostId), ne(hosts.state, "blocked")))
+      .returning();
+    const row = updated[0];
+    if (!row) {
+      if (await selectHost(tx, hostId)) throw hostBlocked();
+      throw new KeyholeError("not_found", "no such host");
+    }
+    return hostRecord({ ...row, org: await orgOf(tx, row.networkId) });
   }
 
   /** A rotated token came back: block the host, audit it, and report reuse once committed. */

@@ -80,4 +80,46 @@ describe("issuance throughput (group commit)", () => {
     const chain = await t.store.verifyAuditChain();
     expect(chain).toEqual({ ok: true, rows: n + 200 + 300 + 2 });
   });
+
+  it("concurrent enrollments (code consumed, host enrolled, token minted, certificate, audit) commit together", async () => {
+    const net = await t.store.createNetwork(
+      networkInput("org-a", "enroll", ["10.0.0.0/8"], t.clock.now),
+    );
+    const ca = await t.store.getActiveCa(net.id);
+    const n = 1000;
+    const regs = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        t.store.registerHost({
+          networkId: net.id,
+          name: `h${i}`,
+          groups: [],
+          lighthouse: false,
+          staticAddrs: [],
+          certLifetimeS: 3600,
+          codeTtlS: 3600,
+          audit: [auditEvent("org-a", "host.register", { networkId: net.id })],
+        }),
+      ),
+    );
+    const txBefore = t.store.writerStats().transactions;
+    const started = performance.now();
+    const results = await Promise.all(
+      regs.map((r) =>
+        t.store.recordIssuance({
+          certificate: certFor(net.id, ca.id, r.host.id, t.clock.now),
+          credential: { kind: "enrollment_code", code: r.enrollmentCode },
+          audit: [auditEvent("org-a", "cert.sign", { networkId: net.id })],
+        }),
+      ),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const transactions = t.store.writerStats().transactions - txBefore;
+    process.stdout.write(
+      `\n[store throughput] ${n} concurrent enrollments in ${seconds.toFixed(2)} s = ${Math.round(n / seconds)}/s (${transactions} transactions)\n`,
+    );
+    expect(results.every((r) => !r.replayed && r.hostToken !== null)).toBe(true);
+    expect(new Set(results.map((r) => (r.replayed ? "" : r.hostToken))).size).toBe(n);
+    expect(transactions).toBeLessThan(n / 10);
+    expect((await t.store.verifyAuditChain()).ok).toBe(true);
+  });
 });
