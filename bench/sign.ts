@@ -31,9 +31,9 @@ const run = promisify(execFile);
 export const SIGN_RATIO_TARGET = 0.85;
 
 export interface SignBenchOptions {
-  /** Rounds per measurement; the median is reported. Default 5. */
+  /** Rounds per measurement; the median is reported. Default 12. */
   rounds?: number;
-  /** Length of one in-process round in milliseconds. Default 250. */
+  /** Length of one in-process round in milliseconds. Default 100. */
   roundMs?: number;
   /** Path of nebula-cert 1.11; null skips the subprocess loop. Default: the project's .cache copy. */
   nebulaCert?: string | null;
@@ -54,11 +54,11 @@ export interface SignBenchRow {
   signerPerSec: number;
   /** Raw crypto.subtle.sign over `messageBytes` bytes, signatures per second. */
   rawWebCryptoPerSec: number;
-  /** signCertificatePerSec / rawWebCryptoPerSec. */
+  /** signCertificate / raw WebCrypto: the median of the per-round ratios. */
   ratio: number;
   /** signCertificate with the @noble/curves signer, certificates per second. */
   noblePerSec: number;
-  /** noblePerSec / signCertificatePerSec. */
+  /** noble / WebCrypto signCertificate: the median of the per-round ratios. */
   nobleVsWebCrypto: number;
   /** `nebula-cert sign` subprocesses per second; null when nebula-cert was not run. */
   nebulaCertPerSec: number | null;
@@ -96,8 +96,8 @@ interface Fixture {
 }
 
 export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchResult> {
-  const rounds = opts.rounds ?? 5;
-  const roundMs = opts.roundMs ?? 250;
+  const rounds = opts.rounds ?? 12;
+  const roundMs = opts.roundMs ?? 100;
   const log = opts.log ?? (() => {});
   const fixtures = await Promise.all(COMBOS.map((c) => makeFixture(c.version, c.curve)));
 
@@ -124,7 +124,12 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
 
   const nebula = await benchNebulaCert(opts, Math.max(3, Math.ceil(rounds / 2)), log);
   const rows: SignBenchRow[] = fixtures.map((f) => {
-    const at = (k: string) => median(samples.get(`${f.version}/${f.curve}/${k}`) ?? []);
+    const series = (k: string) => samples.get(`${f.version}/${f.curve}/${k}`) ?? [];
+    const at = (k: string) => median(series(k));
+    // Ratios pair the loops of the same round (run back to back), so load on a shared machine
+    // cancels out better than in a ratio of two medians.
+    const paired = (a: string, b: string) =>
+      median(series(a).map((x, i) => x / (series(b)[i] ?? Number.NaN)));
     const lib = at("lib");
     const raw = at("raw");
     const noble = at("noble");
@@ -135,9 +140,9 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
       signCertificatePerSec: lib,
       signerPerSec: at("signer"),
       rawWebCryptoPerSec: raw,
-      ratio: lib / raw,
+      ratio: paired("lib", "raw"),
       noblePerSec: noble,
-      nobleVsWebCrypto: noble / lib,
+      nobleVsWebCrypto: paired("noble", "lib"),
       nebulaCertPerSec: nebula.rates?.get(`${f.version}/${f.curve}`) ?? null,
     };
   });
