@@ -486,6 +486,48 @@ describe("edge app: hostile bodies get a stable 4xx and are not relayed", () => 
     },
   ];
 
+  it(`hostile Authorization and Idempotency-Key headers: ${RUNS} requests, none relayed`, async () => {
+    // Header values must be Latin-1 without CR/LF to be sent at all; everything else is fair game.
+    const headerValue = hostileString.map((v) =>
+      v.replace(/[^\u0020-\u007e\u0080-\u00ff\t]/g, "").slice(0, 9000),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("authorization", "idempotency-key"),
+        headerValue,
+        fc.constantFrom("Bearer ", "", "Basic ", "bearer  "),
+        async (name, value, scheme) => {
+          const headers: Record<string, string> = { "content-type": "application/json" };
+          if (name === "authorization") headers.authorization = `${scheme}${value}`;
+          else {
+            headers.authorization = `Bearer ${token}`;
+            headers["idempotency-key"] = value;
+          }
+          const before = upstream.requests.length;
+          const res = await app.request("/v1/networks/net_x/sign", {
+            method: "POST",
+            headers,
+            body: JSON.stringify({
+              publicKey: "x".repeat(40),
+              name: "h",
+              networks: ["10.0.0.1/8"],
+            }),
+          });
+          const text = await res.text();
+          const key = `header ${name} ${res.status}`;
+          tally.set(key, (tally.get(key) ?? 0) + 1);
+          expect(res.status, text.slice(0, 300)).toBeLessThan(500);
+          if (res.status >= 400) {
+            expect(isStableRefusal(res.status, jsonOf(text))).toBeUndefined();
+            expect(upstream.requests.length - before).toBe(0);
+          }
+          for (const [, v] of res.headers) if (value.length >= 8) expect(v).not.toContain(value);
+        },
+      ),
+      { numRuns: RUNS, endOnFailure: true },
+    );
+  }, 240_000);
+
   for (const route of routes) {
     it(`${route.name}: ${RUNS} hostile bodies`, async () => {
       await fc.assert(

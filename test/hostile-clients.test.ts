@@ -252,6 +252,34 @@ describe("replays and races", () => {
     figures.push(`one code x20 concurrent: ${wins.length} won, ${losses.length} refused`);
   });
 
+  it("an enrollment replayed with its Idempotency-Key never hands out the host token again", async () => {
+    const code = await registerHost("idem-1");
+    const publicKey = await hostPublicKeyPem();
+    const key = "idem-hostile-0001";
+    const headers = { "idempotency-key": key };
+    const first = await callSigner(agent, signer.url, "POST", "/v1/enroll", {
+      headers,
+      body: { code, publicKey },
+    });
+    expect(first.status, first.text).toBe(201);
+    const token = first.body.hostToken as string;
+    expect(token.length).toBeGreaterThan(16);
+    const replay = await callSigner(agent, signer.url, "POST", "/v1/enroll", {
+      headers,
+      body: { code, publicKey },
+    });
+    expect(replay.status).toBeLessThan(300);
+    expect(replay.body.fingerprint).toBe(first.body.fingerprint);
+    expect(replay.text).not.toContain(token);
+    // Another caller reusing the key with another (guessed) code gets nothing of the first reply.
+    const other = await callSigner(agent, signer.url, "POST", "/v1/enroll", {
+      headers,
+      body: { code: `${code.slice(0, -2)}zz`, publicKey },
+    });
+    expectStable(other.status, other.body, "invalid_enrollment_code");
+    expect(other.text).not.toContain(first.body.fingerprint);
+  });
+
   it("a replayed host token is refused and blocks the host; its successor then stops working", async () => {
     const code = await registerHost("renew-1");
     const enrolled = await callSigner(agent, signer.url, "POST", "/v1/enroll", {
