@@ -86,7 +86,10 @@ function parseIpv6(text: string, original: string): Uint8Array {
     if (halves.length === 2 && tail.length === 0)
       throw bad(original, "an embedded IPv4 address ends the address");
     const v4 = parseIpv4(last, original);
-    embedded.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+    embedded.push(
+      ((v4[0] as number) << 8) | (v4[1] as number),
+      ((v4[2] as number) << 8) | (v4[3] as number),
+    );
     if (tail.length > 0) tail.pop();
     else head.pop();
   }
@@ -105,8 +108,8 @@ function parseIpv6(text: string, original: string): Uint8Array {
   words.push(...embedded);
   const out = new Uint8Array(16);
   for (let i = 0; i < 8; i++) {
-    out[i * 2] = words[i]! >> 8;
-    out[i * 2 + 1] = words[i]! & 0xff;
+    out[i * 2] = (words[i] as number) >> 8;
+    out[i * 2 + 1] = (words[i] as number) & 0xff;
   }
   return out;
 }
@@ -156,7 +159,7 @@ export function formatIp(a: IpAddress): string {
   if (a.family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   if (is4In6(a)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push((b[i * 2]! << 8) | b[i * 2 + 1]!);
+  for (let i = 0; i < 8; i++) words.push(((b[i * 2] as number) << 8) | (b[i * 2 + 1] as number));
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
@@ -182,7 +185,7 @@ export function networkOf(c: Cidr): Cidr {
   const bytes = new Uint8Array(c.bytes.length);
   for (let i = 0; i < bytes.length; i++) {
     const bits = Math.max(0, Math.min(8, c.prefix - i * 8));
-    bytes[i] = c.bytes[i]! & ((0xff << (8 - bits)) & 0xff);
+    bytes[i] = (c.bytes[i] as number) & ((0xff << (8 - bits)) & 0xff);
   }
   return { family: c.family, bytes, prefix: c.prefix };
 }
@@ -193,7 +196,7 @@ export function cidrContainsIp(outer: Cidr, addr: IpAddress): boolean {
   let bits = outer.prefix;
   for (let i = 0; bits > 0; i++, bits -= 8) {
     const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((outer.bytes[i]! & mask) !== (addr.bytes[i]! & mask)) return false;
+    if (((outer.bytes[i] as number) & mask) !== ((addr.bytes[i] as number) & mask)) return false;
   }
   return true;
 }
@@ -210,7 +213,7 @@ export function cidrContains(outer: Cidr, inner: Cidr): boolean {
 export function compareCidr(a: Cidr, b: Cidr): number {
   if (a.family !== b.family) return a.family - b.family;
   for (let i = 0; i < a.bytes.length; i++) {
-    const d = a.bytes[i]! - b.bytes[i]!;
+    const d = (a.bytes[i] as number) - (b.bytes[i] as number);
     if (d !== 0) return d;
   }
   return a.prefix - b.prefix;

@@ -281,7 +281,7 @@ export async function verifyMessage(
   try {
     if (curve === "CURVE25519") {
       if (signature.length !== 64) return false;
-      return await subtle()!.verify(
+      return await (subtle() as SubtleCrypto).verify(
         { name: "Ed25519" },
         key,
         bufferSource(signature),
@@ -291,7 +291,7 @@ export async function verifyMessage(
     const { r, s } = parseDerSignature(signature);
     if (r === 0n || s === 0n || r >= P256_ORDER || s >= P256_ORDER) return false;
     const compact = concatBytes(bigIntTo32(r), bigIntTo32(s));
-    return await subtle()!.verify(
+    return await (subtle() as SubtleCrypto).verify(
       { name: "ECDSA", hash: "SHA-256" },
       key,
       bufferSource(compact),

@@ -47,7 +47,13 @@ function prefixToMask(prefix: number): number {
 
 function ipv4ToUint(c: Cidr): number {
   const b = c.bytes;
-  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+  return (
+    (((b[0] as number) << 24) |
+      ((b[1] as number) << 16) |
+      ((b[2] as number) << 8) |
+      (b[3] as number)) >>>
+    0
+  );
 }
 
 function uintToCidr(addr: number, mask: number): Cidr {
@@ -89,7 +95,8 @@ function readPairs(r: pb.Reader, wire: number, into: number[]): void {
 function toCidrs(words: number[], what: string): Cidr[] {
   if (words.length % 2 !== 0) throw malformed(`${what} must be address and mask pairs`);
   const out: Cidr[] = [];
-  for (let i = 0; i < words.length; i += 2) out.push(uintToCidr(words[i]!, words[i + 1]!));
+  for (let i = 0; i < words.length; i += 2)
+    out.push(uintToCidr(words[i] as number, words[i + 1] as number));
   return out;
 }
 
