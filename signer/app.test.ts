@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CaPool, parseCertificatesPem } from "../core/cert/index.ts";
-import { hostPublicKeyPem, startTestSigner, type TestSigner } from "./testing.ts";
+import type { AuditRowView, CaView } from "../core/contract/api.ts";
+import { hostPublicKeyPem, type Reply, startTestSigner, type TestSigner } from "./testing.ts";
 
 let s: TestSigner;
 let admin: string;
@@ -45,11 +46,7 @@ function tamperSignature(token: string): string {
 }
 
 /** Runs `act`, expects the status and code, and proves that no row changed. */
-async function refusedWithoutWrites(
-  act: () => Promise<{ status: number; body: any }>,
-  status: number,
-  code: string,
-) {
+async function refusedWithoutWrites(act: () => Promise<Reply>, status: number, code: string) {
   const before = await s.snapshot();
   const res = await act();
   expect(res.status, JSON.stringify(res.body)).toBe(status);
@@ -81,10 +78,10 @@ describe("signer app", () => {
     expect(cas[0]?.sealedKeys.map((k) => k.region)).toEqual(["local-a", "local-b"]);
     const audit = await s.call("GET", `/v1/audit?networkId=${net.id}`, { token: admin });
     const actions = audit.body.rows
-      .map((r: any) => `${r.action}:${r.outcome}:${r.region ?? ""}`)
+      .map((r: AuditRowView) => `${r.action}:${r.outcome}:${r.region ?? ""}`)
       .sort();
     expect(actions).toEqual(["ca.create:ok:", "kms.encrypt:ok:local-a", "kms.encrypt:ok:local-b"]);
-    for (const r of audit.body.rows.filter((r: any) => r.action === "kms.encrypt")) {
+    for (const r of audit.body.rows.filter((r: AuditRowView) => r.action === "kms.encrypt")) {
       expect(r.kmsRequestIds).toHaveLength(1);
     }
   });
@@ -430,9 +427,9 @@ describe("signer app", () => {
       body: {},
     });
     expect(rotated.status, JSON.stringify(rotated.body)).toBe(201);
-    expect(rotated.body.cas.map((c: any) => c.state).sort()).toEqual(["active", "previous"]);
+    expect(rotated.body.cas.map((c: CaView) => c.state).sort()).toEqual(["active", "previous"]);
     expect(parseCertificatesPem(rotated.body.caBundle)).toHaveLength(2);
-    const active = rotated.body.cas.find((c: any) => c.state === "active");
+    const active = rotated.body.cas.find((c: CaView) => c.state === "active");
     const signed = await s.call("POST", `/v1/networks/${net.id}/sign`, {
       token: admin,
       body: {
