@@ -1,6 +1,7 @@
 /**
  * Hostile clients against the REAL signer process (`bun signer/main.ts`, local custody, a libSQL
- * file, a dev relay PKI) over REAL mutual TLS: bodies dripped a byte at a time, huge headers, many
+ * file, a dev relay PKI) over REAL mutual TLS, and through the REAL edge in workerd (Miniflare) in
+ * front of it: bodies dripped a byte at a time, huge headers, many
  * idle connections, replayed enrollment codes and host tokens, 20 concurrent uses of one code,
  * forged traceparent headers and CR/LF smuggled through names and groups. The signer must stay
  * responsive, answer with stable codes, let exactly one use of a code win, and reflect nothing
@@ -24,6 +25,7 @@ import {
   signerEnv,
   startSignerProcess,
 } from "./support/faults.ts";
+import { type EdgeInMiniflare, startEdgeInMiniflare } from "./support/miniflare.ts";
 
 const AUDIENCE = "keyhole-hostile";
 const SCOPES = "networks:write hosts:write hosts:read certs:sign audit:read";
@@ -408,5 +410,110 @@ describe("headers from the caller", () => {
     expect(odd.status, odd.text).toBe(201);
     for (const value of Object.values(odd.headers))
       expect(String(value)).not.toContain("r\u00e9seau");
+  });
+});
+
+describe("through the edge in workerd", () => {
+  let edge: EdgeInMiniflare;
+
+  beforeAll(async () => {
+    edge = await startEdgeInMiniflare({
+      vars: {
+        KEYHOLE_SIGNERS: `hostile-a=${signer.url}`,
+        KEYHOLE_OIDC_ISSUERS: issuer.issuer,
+        KEYHOLE_OIDC_AUDIENCE: AUDIENCE,
+        KEYHOLE_SIGNER_TIMEOUT_MS: "10000",
+      },
+      tls: { caFile: pki.caCert, certFile: pki.clientCert, keyFile: pki.clientKey },
+      rates: {
+        address: { limit: 10_000, periodSec: 60 },
+        subject: { limit: 10_000, periodSec: 60 },
+        network: { limit: 10_000, periodSec: 60 },
+      },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await edge?.dispose();
+  });
+
+  async function viaEdge(
+    method: string,
+    path: string,
+    o: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
+  ) {
+    const headers: Record<string, string> = { ...o.headers };
+    if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
+    if (o.body !== undefined) headers["content-type"] = "application/json";
+    const res = await fetch(`${edge.url.replace(/\/+$/, "")}${path}`, {
+      method,
+      headers,
+      ...(o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
+    });
+    const text = await res.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    // biome-ignore lint/suspicious/noExplicitAny: tests read JSON bodies freely
+    return { status: res.status, body: body as any, text, headers: res.headers };
+  }
+
+  it("20 concurrent uses of one code through the edge: exactly one certificate", async () => {
+    const code = await registerHost("edge-race-1");
+    const certsBefore = await count("select count(*) as n from certificates");
+    const keys = await Promise.all(Array.from({ length: 20 }, () => hostPublicKeyPem()));
+    const replies = await Promise.all(
+      keys.map((publicKey) => viaEdge("POST", "/v1/enroll", { body: { code, publicKey } })),
+    );
+    const wins = replies.filter((r) => r.status === 201);
+    expect(wins).toHaveLength(1);
+    for (const l of replies.filter((r) => r.status !== 201))
+      expectStable(l.status, l.body, "invalid_enrollment_code");
+    expect(await count("select count(*) as n from certificates")).toBe(certsBefore + 1);
+    figures.push(`one code x20 through workerd: ${wins.length} won`);
+  });
+
+  it("a foreign traceparent becomes the trace id of the audit rows, and nothing else", async () => {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const r = await viaEdge("POST", `/v1/networks/${networkId}/sign`, {
+      token: admin,
+      headers: {
+        traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+        "x-keyhole-client-address": "203.0.113.9",
+      },
+      body: { publicKey: await hostPublicKeyPem(), name: "traced", networks: ["10.88.0.77/16"] },
+    });
+    expect(r.status, r.text).toBe(201);
+    expect(r.headers.get("x-request-id")).toBe(traceId);
+    const audit = await callSigner(agent, signer.url, "GET", `/v1/audit?traceId=${traceId}`, {
+      token: admin,
+    });
+    const rows = audit.body.rows as { actor: string; traceId: string; action: string }[];
+    expect(rows.some((row) => row.action === "cert.sign")).toBe(true);
+    for (const row of rows) {
+      expect(row.traceId).toBe(traceId);
+      expect(row.actor).toContain("alice");
+    }
+    const malformed = await viaEdge("GET", "/v1/health", {
+      headers: { traceparent: `00-${"g".repeat(32)}-b7ad6b7169203331-01` },
+    });
+    expect(malformed.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+    expect(malformed.headers.get("x-request-id")).not.toBe(traceId);
+  });
+
+  it("CR/LF in a name through the edge is refused before the signer and not reflected", async () => {
+    const relayedBefore = edge.relayed.length;
+    const r = await viaEdge("POST", `/v1/networks/${networkId}/hosts`, {
+      token: admin,
+      body: { name: "a\r\nX-Evil: 1" },
+    });
+    expect(r.status).toBe(400);
+    expectStable(r.status, r.body, "invalid_request");
+    for (const [name, value] of r.headers) {
+      expect(name).not.toMatch(/evil/i);
+      expect(value).not.toMatch(/X-Evil/);
+    }
+    expect(edge.relayed.length).toBe(relayedBefore);
   });
 });
