@@ -1,7 +1,7 @@
 #!/usr/bin/env node
+import { resolve } from "node:path";
 // Runs one TypeScript entry file under Node (used by npm scripts such as `bench`).
 import { pathToFileURL } from "node:url";
-import { resolve } from "node:path";
 import { register } from "tsx/esm/api";
 
 register();

@@ -9,7 +9,12 @@ export class KeyholeError extends Error {
   /** Extra, non-secret facts for the client (e.g. which field or constraint). */
   readonly details: Readonly<Record<string, unknown>> | undefined;
 
-  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: ErrorOptions) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+    options?: ErrorOptions,
+  ) {
     super(message, options);
     this.name = "KeyholeError";
     this.code = code;

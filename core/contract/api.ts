@@ -11,21 +11,39 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export const MAX_CREDENTIAL_BYTES = 8 * 1024;
 
 /** Headers the edge relays to the signer. The signer re-checks `authorization` itself. */
-export const RELAY_HEADERS = ["authorization", "traceparent", "idempotency-key", "content-type"] as const;
+export const RELAY_HEADERS = [
+  "authorization",
+  "traceparent",
+  "idempotency-key",
+  "content-type",
+] as const;
 export const TRACE_ID_HEADER = "x-request-id";
 /** Set by the edge on relayed requests: the client address its rate limits used (informational only). */
 export const CLIENT_ADDRESS_HEADER = "x-keyhole-client-address";
 
-export const SCOPES = ["networks:write", "hosts:write", "hosts:read", "certs:sign", "audit:read"] as const;
+export const SCOPES = [
+  "networks:write",
+  "hosts:write",
+  "hosts:read",
+  "certs:sign",
+  "audit:read",
+] as const;
 export type Scope = (typeof SCOPES)[number];
 
-const printable = /^[^\u0000-\u001f\u007f]*$/;
+const printable = /^\P{Cc}*$/u;
 export const NameSchema = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, '.', '_' and '-', starting with a letter or digit");
-export const NetworkNameSchema = z.string().min(1).max(64).regex(printable, "no control characters");
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+    "letters, digits, '.', '_' and '-', starting with a letter or digit",
+  );
+export const NetworkNameSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(printable, "no control characters");
 export const GroupSchema = z
   .string()
   .min(1)
@@ -36,12 +54,20 @@ export const CidrSchema = z.string().min(3).max(64);
 /** An overlay address with its prefix, 10.1.0.7/16, or a bare address. */
 export const IpSchema = z.string().min(2).max(64);
 /** Go-style duration: "8760h", "1h30m". */
-export const DurationSchema = z.string().min(2).max(32).regex(/^(\d+(\.\d+)?[hms])+$/, 'like "8760h"');
+export const DurationSchema = z
+  .string()
+  .min(2)
+  .max(32)
+  .regex(/^(\d+(\.\d+)?[hms])+$/, 'like "8760h"');
 export const PublicKeyPemSchema = z.string().min(32).max(4096);
 export const CurveSchema = z.enum(["25519", "P256"]);
 export const CertVersionSchema = z.union([z.literal(1), z.literal(2)]);
 /** host:port for a lighthouse or relay's underlay address. */
-export const UnderlayAddrSchema = z.string().min(3).max(255).regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, "host:port");
+export const UnderlayAddrSchema = z
+  .string()
+  .min(3)
+  .max(255)
+  .regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, "host:port");
 
 export const CreateNetworkBody = z.strictObject({
   name: NetworkNameSchema,
@@ -98,7 +124,10 @@ export type SignBody = z.infer<typeof SignBody>;
 
 export const AuditQuery = z.strictObject({
   networkId: z.string().max(64).optional(),
-  traceId: z.string().regex(/^[0-9a-f]{32}$/).optional(),
+  traceId: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/)
+    .optional(),
   since: z.iso.datetime().optional(),
   until: z.iso.datetime().optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),

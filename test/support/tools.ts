@@ -19,16 +19,26 @@ export interface Tool {
   missing: string;
 }
 
-function probe(name: string, path: string, versionArgs: string[], expect: RegExp, hint: string): Tool {
+function probe(
+  name: string,
+  path: string,
+  versionArgs: string[],
+  expect: RegExp,
+  hint: string,
+): Tool {
   let available = false;
   let missing = "";
   if (!existsSync(path)) {
     missing = `${name} not found at ${path}. ${hint}`;
   } else {
     try {
-      const out = execFileSync(path, versionArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      const out = execFileSync(path, versionArgs, {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       available = expect.test(out);
-      if (!available) missing = `${path} is not ${name} (it said: ${out.trim().slice(0, 80)}). ${hint}`;
+      if (!available)
+        missing = `${path} is not ${name} (it said: ${out.trim().slice(0, 80)}). ${hint}`;
     } catch (e) {
       missing = `${path} did not run: ${(e as Error).message.split("\n")[0]}. ${hint}`;
     }
@@ -41,7 +51,8 @@ const INSTALL_HINT = "Run `sh scripts/install-nebula.sh` as root (it is what .ci
 /** nebula-cert 1.11 (v1 and v2, both curves), unpacked by scripts/install-nebula.sh. */
 export const nebulaCert111 = probe(
   "nebula-cert 1.11",
-  process.env.KEYHOLE_NEBULA_CERT_111 ?? resolve(REPO_ROOT, ".cache/nebula-1.11/usr/bin/nebula-cert"),
+  process.env.KEYHOLE_NEBULA_CERT_111 ??
+    resolve(REPO_ROOT, ".cache/nebula-1.11/usr/bin/nebula-cert"),
   ["-version"],
   /1\.11\./,
   INSTALL_HINT,
