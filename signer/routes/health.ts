@@ -7,7 +7,15 @@ export const SIGNER_VERSION = "0.1.0";
 
 export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
   app.get("/v1/health", async (c) => {
-    const regions = await rt.custody.health();
+    let regions: Awaited<ReturnType<typeof rt.custody.health>>;
+    try {
+      regions = await rt.custody.health();
+    } catch (e) {
+      const error = e instanceof Error ? e.name : "error";
+      regions = Object.fromEntries(
+        rt.custody.regions.map((r) => [r, { status: "down" as const, error }]),
+      );
+    }
     const states = Object.values(regions).map((r) => r.status);
     const up = states.filter((s) => s === "ok").length;
     const status: HealthView["status"] = up === states.length ? "ok" : up > 0 ? "degraded" : "down";
