@@ -365,12 +365,12 @@ describeWith(
       }
       const requests = [...byCode.values()].reduce((a, b) => a + b, 0);
       process.stdout.write(
-        [
+        `${[
           `soak: ${elapsed.toFixed(0)} s, ${WORKERS} workers, faults injected ${faults.length}: ${faults.join("; ")}`,
           `soak: ${outcomes.length} operations (${outcomes.filter((o) => o.op === "enroll").length} enrollments, ${outcomes.filter((o) => o.op === "sign").length} signings), ${requests} requests, ${retried} retried, ${given.length} certificates handed out, ${stored.size} stored`,
           `soak: responses by code: ${[...byCode.entries()].map(([k, n]) => `${k} x${n}`).join(", ")}`,
           `soak: final failures ${failed.length} (unexplained ${unexplained.length}); rows lost: ${lost.length}; certificates without one audit row: ${withoutAudit.length}; audit rows without certificate: ${auditWithoutCert.length}; idempotency keys issued twice: ${duplicatedKeys + keyTwice}; audit chain: ${JSON.stringify(verify.body).slice(0, 120)}`,
-        ].join("\n") + "\n",
+        ].join("\n")}\n`,
       );
 
       expect(faults.length).toBe(7);
@@ -380,6 +380,7 @@ describeWith(
       expect(auditWithoutCert).toEqual([]);
       expect(duplicatedKeys).toBe(0);
       expect(keyTwice).toBe(0);
+      expect(strayAttempts).toEqual([]);
       expect(
         unexplained.map(
           (o) =>
