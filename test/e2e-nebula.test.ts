@@ -434,7 +434,35 @@ describeWith(
       });
     }
 
-    it("after a CA rotation a renewed host (new CA) reaches one that has not renewed (old CA)", async () => {
+    /**
+     * Ping `from` -> `to` once a second until `watched`'s nebula log (from `sinceChar` on) has a line
+     * matching `pattern`: traffic is what makes nebula's connection manager look at a tunnel again
+     * (and re-handshake when its local certificate changed).
+     */
+    async function pingUntilLogged(o: {
+      from: string;
+      to: string;
+      watched: string;
+      sinceChar: number;
+      pattern: RegExp;
+      what: string;
+      timeoutMs?: number;
+    }): Promise<string> {
+      const deadline = Date.now() + (o.timeoutMs ?? 45_000);
+      for (;;) {
+        const line = host(o.watched).nebula.logs().slice(o.sinceChar).match(o.pattern)?.[0];
+        if (line !== undefined) return line;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `${o.what}: no such line in ${o.watched}'s nebula log; it ends with:\n${host(o.watched).nebula.logs().slice(-3000)}\n${o.from}'s log ends with:\n${host(o.from).nebula.logs().slice(-2000)}`,
+          );
+        }
+        await ping(host(o.from).ns, v4(o.to), { count: 1, timeoutSec: 1 });
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+
+    it("after a CA rotation a renewed host (new CA) reaches one that has not renewed (old CA) once that one trusts the new CA", async () => {
       const net = networks.v2;
       const oldCa = net.cas.find((c) => c.state === "active")?.fingerprint;
       const rotated = await timed("rotate the v2 CA (API, MFA)", () =>
@@ -445,52 +473,68 @@ describeWith(
       expect(newCa).not.toBe(oldCa);
       expect(rotated.cas.find((c) => c.fingerprint === oldCa)?.state).toBe("previous");
 
-      // b2 stays on its old-CA certificate. No host-token route returns the CA bundle (only
-      // enroll and renew do), so b2 learns the new CA the way an operator would hand it out:
-      // the bundle from GET /v1/networks/{id}, written to its ca.crt, then SIGHUP.
-      const b2Before = readFileSync(join(host("b2").dir, "host.crt"), "utf8");
-      expect(printCert(b2Before).issuer).toBe(oldCa);
-      const current = await api<NetworkView>("GET", `/v1/networks/${net.id}`);
-      writeFileSync(join(host("b2").dir, "ca.crt"), current.caBundle);
-      host("b2").nebula.sighup();
+      // b2 does not renew: old-CA certificate, and a bundle that holds the old CA only.
+      const b2Cert = readFileSync(join(host("b2").dir, "host.crt"), "utf8");
+      expect(printCert(b2Cert).issuer).toBe(oldCa);
+      const b2Bundle = readFileSync(join(host("b2").dir, "ca.crt"), "utf8");
+      expect(b2Bundle.match(/BEGIN NEBULA CERTIFICATE/g)).toHaveLength(1);
 
       await timed("renew lh2 and a2 onto the new CA", async () => {
         for (const name of ["lh2", "a2"]) {
           await renew(name);
           const cert = printCert(readFileSync(join(host(name).dir, "host.crt"), "utf8"));
           expect(cert.issuer, name).toBe(newCa);
-          // The renewed side trusts both CAs.
+          // --renew rewrites ca.crt with the network's bundle: the renewed side trusts both CAs.
           const bundle = readFileSync(join(host(name).dir, "ca.crt"), "utf8");
           expect(bundle.match(/BEGIN NEBULA CERTIFICATE/g)).toHaveLength(2);
         }
       });
       const a2Cert = printCert(readFileSync(join(host("a2").dir, "host.crt"), "utf8"));
 
+      // a2 re-handshakes with its new certificate ("local certificate is not current"); b2, which
+      // trusts the old CA only, refuses it.
+      const refusal = await timed("old-CA-only host refuses the new-CA certificate", () =>
+        pingUntilLogged({
+          from: "a2",
+          to: "b2",
+          watched: "b2",
+          sinceChar: 0,
+          pattern: new RegExp(
+            `^(?=.*Failed to process handshake packet)(?=.*from=${host("a2").ns.underlayIp.replaceAll(".", "\\.")}:)(?=.*could not find ca for the certificate).*$`,
+            "m",
+          ),
+          what: "b2 (old CA only) refusing a2's new certificate",
+        }),
+      );
+      expect(refusal).toContain("verify cert");
+
+      // No host-token route hands out the bundle (only enroll and renew return it), so b2 gets the
+      // new CA the way an operator would give it: the bundle from GET /v1/networks/{id} (hosts:read)
+      // written to its ca.crt, then SIGHUP. Its certificate stays the old-CA one.
+      const current = await api<NetworkView>("GET", `/v1/networks/${net.id}`);
+      expect(current.caBundle.match(/BEGIN NEBULA CERTIFICATE/g)).toHaveLength(2);
+      const sinceChar = host("b2").nebula.logs().length;
+      writeFileSync(join(host("b2").dir, "ca.crt"), current.caBundle);
+      host("b2").nebula.sighup();
+
       await timed("new-CA host reaches old-CA host", async () => {
-        // a2's nebula re-handshakes with its new certificate ("local certificate is not current")
-        // when its connection manager next looks at the tunnel, which traffic prompts; b2 (old-CA
-        // certificate, bundle with both CAs) must accept it: its log names a2's new certificate
-        // and the new CA.
-        const accepted = new RegExp(
-          `^(?=.*Handshake message received)(?=.*fingerprint=${a2Cert.fingerprint})(?=.*issuer=${newCa}).*$`,
-          "m",
-        );
-        const deadline = Date.now() + 45_000;
-        while (!accepted.test(host("b2").nebula.logs())) {
-          if (Date.now() > deadline) {
-            throw new Error(
-              `b2 never took a handshake with a2's new certificate; b2's log:\n${host("b2").nebula.logs().slice(-3000)}\na2's log:\n${host("a2").nebula.logs().slice(-3000)}`,
-            );
-          }
-          await ping(host("a2").ns, v4("b2"), { count: 1, timeoutSec: 1 });
-          await new Promise((r) => setTimeout(r, 250));
-        }
+        const accepted = await pingUntilLogged({
+          from: "a2",
+          to: "b2",
+          watched: "b2",
+          sinceChar,
+          pattern: new RegExp(
+            `^(?=.*Handshake message received)(?=.*fingerprint=${a2Cert.fingerprint}).*$`,
+            "m",
+          ),
+          what: "b2 (both CAs) taking a handshake with a2's new certificate",
+        });
+        expect(accepted).toContain(`issuer=${newCa}`);
         await waitForPing(host("a2").ns, v4("b2"), 15_000);
         await waitForPing(host("b2").ns, v4("a2"), 15_000);
         await waitForPing(host("b2").ns, v4("lh2"), 15_000);
       });
-      // b2 still runs its old-CA certificate.
-      expect(readFileSync(join(host("b2").dir, "host.crt"), "utf8")).toBe(b2Before);
+      expect(readFileSync(join(host("b2").dir, "host.crt"), "utf8")).toBe(b2Cert);
     });
 
     it("never printed an enrollment code, a host token or the admin token", () => {
