@@ -74,6 +74,7 @@ export async function startSigner(options: {
     KEYHOLE_TLS_CERT: options.pki.serverCert,
     KEYHOLE_TLS_KEY: options.pki.serverKey,
     KEYHOLE_TLS_CLIENT_CA: options.pki.caCert,
+    KEYHOLE_EXIT_WITH_PARENT: "1",
     KEYHOLE_OIDC_ISSUERS: options.oidc.issuer,
     KEYHOLE_OIDC_AUDIENCE: options.oidc.audience,
     KEYHOLE_ORG_CLAIM: options.oidc.orgClaim,
@@ -81,7 +82,7 @@ export async function startSigner(options: {
   const child = spawn(BUN, [join(REPO_ROOT, "signer/main.ts")], {
     cwd: REPO_ROOT,
     env,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"], // stdin stays open while this process lives (see signer/main.ts)
   });
   const url = `https://127.0.0.1:${options.port}`;
   const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));

@@ -2,7 +2,8 @@
  * The signer process (Bun only): reads its configuration, opens the database and key custody, and
  * serves the app over mutual TLS. There is one listener, with one top-level `tls` object that demands
  * a client certificate from the relay CA (invariant 4); no plain HTTP port exists. Prints one JSON line
- * `{"msg":"signer ready",...}` when it accepts connections, for scripts to wait on.
+ * `{"msg":"signer ready",...}` when it accepts connections, for scripts to wait on. With
+ * KEYHOLE_EXIT_WITH_PARENT=1 it also stops when its stdin closes (its supervisor went away).
  */
 import { createOidcVerifier } from "../core/auth/oidc.ts";
 import { createSignerApp } from "./app.ts";
@@ -54,6 +55,13 @@ async function startSigner(): Promise<void> {
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
+  // Started by a supervisor (the local stack) with a pipe on stdin: when the supervisor is gone, for
+  // whatever reason, the pipe closes and the signer stops instead of lingering on its port.
+  if (process.env.KEYHOLE_EXIT_WITH_PARENT === "1") {
+    process.stdin.on("end", () => void stop("parent exited"));
+    process.stdin.on("close", () => void stop("parent exited"));
+    process.stdin.resume();
+  }
 }
 
 startSigner().catch((e: unknown) => {
