@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { createClient } from "@libsql/client";
+import { createClient, type Transaction } from "@libsql/client";
 import { Agent, request } from "undici";
 import type { RelayPki } from "../../cli/dev/pki.ts";
 import { REPO_ROOT } from "./tools.ts";
@@ -234,8 +234,17 @@ export async function callSigner(
 export async function holdDatabaseLock(dbPath: string, ms: number): Promise<void> {
   const client = createClient({ url: `file:${dbPath}` });
   try {
-    // BEGIN IMMEDIATE: the write lock is taken now and held until the rollback.
-    const tx = await client.transaction("write");
+    // BEGIN IMMEDIATE takes the write lock now and holds it until the rollback. The signers may
+    // hold it for a moment themselves, so the BEGIN is retried (without blocking the event loop).
+    let tx: Transaction | undefined;
+    for (const started = Date.now(); tx === undefined; ) {
+      try {
+        tx = await client.transaction("write");
+      } catch (e) {
+        if (!/SQLITE_BUSY|locked/.test(String(e)) || Date.now() - started > 10_000) throw e;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
     try {
       await tx.execute("select count(*) from networks");
       await new Promise((r) => setTimeout(r, ms));
