@@ -96,7 +96,52 @@ export const hosts = sqliteTable(
     uniqueIndex("hosts_network_name").on(t.networkId, t.name),
     uniqueIndex("hosts_network_ip").on(t.networkId, t.ip),
     check("hosts_state", sql`${t.state} in ('pending', 'enrolled', 'blocked')`),
+    // enrollment reads the lighthouses of a network on every request: only those rows are indexed
+    index("hosts_network_lighthouses").on(t.networkId).where(sql`lighthouse = 1`),
   ],
+);
+
+/**
+ * Every overlay address of a host: one per network CIDR (dual stack: one IPv4 and one IPv6). `key`
+ * is the address as fixed-width hex behind its family ("4" + 8 digits, "6" + 32 digits), so text order
+ * is numeric order within a family and the lowest free address is found with an indexed range read.
+ */
+export const hostAddresses = sqliteTable(
+  "host_addresses",
+  {
+    networkId: text("network_id")
+      .notNull()
+      .references(() => networks.id),
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    /** With the prefix of the network CIDR that holds it: "10.1.0.7/16", "fd00::7/64". */
+    address: text("address").notNull(),
+    key: text("key").notNull(),
+    /** Index of the network CIDR the address comes from: the order of the certificate's networks. */
+    position: integer("position").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.networkId, t.key] }),
+    uniqueIndex("host_addresses_host").on(t.hostId, t.position),
+  ],
+);
+
+/**
+ * Where the search for a network CIDR's lowest free address starts: every address of the CIDR below
+ * `nextKey` is taken. Moved forward by each allocation, so registering a host reads a handful of rows
+ * however many hosts the network has. A missing row means "start at the bottom of the CIDR".
+ */
+export const addressPools = sqliteTable(
+  "address_pools",
+  {
+    networkId: text("network_id")
+      .notNull()
+      .references(() => networks.id),
+    cidr: text("cidr").notNull(),
+    nextKey: text("next_key").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.networkId, t.cidr] })],
 );
 
 export const enrollmentCodes = sqliteTable(
