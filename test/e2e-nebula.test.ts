@@ -4,9 +4,11 @@
  * file, and the dev OIDC issuer. An admin creates a v2 network (IPv4 + IPv6) and a v1 network through
  * the HTTP API; every host enrolls with scripts/keyhole-enroll.sh in the root namespace (the API is
  * on 127.0.0.1), then real nebula (1.11 on v2, Debian's 1.6.1 on v1) runs the config.yml the script
- * wrote, inside the host's own network namespace. The hosts ping each other; a renewal swaps a
- * certificate under a live tunnel; a blocked host is cut off once the others renew; after a CA
- * rotation a renewed host (new CA) still reaches one that has not renewed (old CA).
+ * wrote, inside the host's own network namespace. The hosts ping each other (IPv4 on both, IPv6 on
+ * v2); a renewal swaps a certificate under a live tunnel; a blocked host is cut off once the others
+ * renew; after a CA rotation a renewed host (new CA) is refused by a host that trusts only the old
+ * CA, and reaches it once that host's bundle holds both CAs while it keeps its old-CA certificate.
+ * Phase timings are printed at the end.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -163,10 +165,13 @@ describeWith(
 
     async function timed<T>(phase: string, body: () => Promise<T>): Promise<T> {
       const start = performance.now();
+      let outcome = " (failed)";
       try {
-        return await body();
+        const result = await body();
+        outcome = "";
+        return result;
       } finally {
-        timings.push([phase, Math.round(performance.now() - start)]);
+        timings.push([`${phase}${outcome}`, Math.round(performance.now() - start)]);
       }
     }
 
@@ -267,7 +272,8 @@ describeWith(
         return out;
       });
 
-      await timed("enroll every host with keyhole-enroll.sh", async () => {
+      const enrolled = await timed("enroll every host with keyhole-enroll.sh", async () => {
+        const out: Omit<E2eHost, "nebula">[] = [];
         for (const { net, name, reg } of registered) {
           const hostDir = join(dir, name);
           const r = await script(
@@ -279,24 +285,20 @@ describeWith(
           );
           expect(r.code, `${name}: ${r.stderr}`).toBe(0);
           secrets.push(readFileSync(join(hostDir, "host.token"), "utf8").trim());
-          hosts.set(name, {
-            name,
-            net,
-            ns: nsOf(name),
-            dir: hostDir,
-            view: reg.host,
-            nebula: undefined as unknown as NebulaProcess,
-          });
+          out.push({ name, net, ns: nsOf(name), dir: hostDir, view: reg.host });
         }
+        return out;
       });
 
       await timed("start nebula in every namespace (tun up)", async () => {
-        for (const h of hosts.values()) {
-          h.nebula = startNebula(h.ns, {
-            binary: h.net.nebula.path,
-            configPath: join(h.dir, "config.yml"),
+        for (const e of enrolled) {
+          // The config.yml exactly as the script wrote it; nebula.pid lets --renew send SIGHUP.
+          const nebula = startNebula(e.ns, {
+            binary: e.net.nebula.path,
+            configPath: join(e.dir, "config.yml"),
           });
-          writeFileSync(join(h.dir, "nebula.pid"), `${h.nebula.pid}\n`);
+          writeFileSync(join(e.dir, "nebula.pid"), `${nebula.pid}\n`);
+          hosts.set(e.name, { ...e, nebula });
         }
         await Promise.all([...hosts.values()].map((h) => h.nebula.waitForTun(15_000)));
       });
