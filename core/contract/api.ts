@@ -172,7 +172,10 @@ export interface HostView {
   id: string;
   networkId: string;
   name: string;
+  /** The first of `ips` (its address in the network's first CIDR), kept for older clients. */
   ip: string;
+  /** Every overlay address, one per network CIDR, with prefixes: what its certificate carries. */
+  ips: string[];
   groups: string[];
   lighthouse: boolean;
   staticAddrs: string[];
