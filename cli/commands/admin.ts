@@ -73,11 +73,17 @@ function describeNetwork(n: NetworkView): string {
   ].join("\n");
 }
 
+/** Every overlay address of a host; a signer older than dual stack sends only `ip`. */
+function hostAddressesText(h: HostView): string {
+  const ips: string[] | undefined = h.ips;
+  return ips && ips.length > 0 ? ips.join(", ") : h.ip;
+}
+
 function describeHost(h: HostView): string {
   const cert = h.certificates.at(-1);
   return [
     `host ${h.name} (${h.id}) ${h.state}${h.lighthouse ? ", lighthouse" : ""}`,
-    `  ip ${h.ip}, groups ${h.groups.join(", ") || "-"}${h.staticAddrs.length ? `, underlay ${h.staticAddrs.join(", ")}` : ""}`,
+    `  ip ${hostAddressesText(h)}, groups ${h.groups.join(", ") || "-"}${h.staticAddrs.length ? `, underlay ${h.staticAddrs.join(", ")}` : ""}`,
     cert
       ? `  certificate ${cert.fingerprint} until ${cert.notAfter}${cert.revoked ? " (revoked)" : ""}`
       : "  no certificate yet",
@@ -217,7 +223,13 @@ export async function hostCommand(argv: string[]): Promise<number> {
       print(values.json, res, () =>
         table([
           ["ID", "NAME", "IP", "STATE", "GROUPS"],
-          ...res.hosts.map((h) => [h.id, h.name, h.ip, h.state, h.groups.join(",")]),
+          ...res.hosts.map((h) => [
+            h.id,
+            h.name,
+            hostAddressesText(h),
+            h.state,
+            h.groups.join(","),
+          ]),
         ]),
       );
       return 0;

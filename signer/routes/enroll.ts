@@ -27,8 +27,9 @@ export async function configHints(
   rt: SignerRuntime,
   cred: HostCredential,
 ): Promise<NebulaConfigHints> {
-  const hosts = await rt.store.listHosts(cred.network.id);
-  const lighthouses = hosts
+  // Only the lighthouses are read (an index holds just them): enrollment cost does not grow with hosts.
+  const lighthouseHosts = await rt.store.listLighthouses(cred.network.id);
+  const lighthouses = lighthouseHosts
     .filter((h) => h.lighthouse && h.state !== "blocked" && h.id !== cred.host.id)
     .map((h) => ({ ip: h.ip.split("/")[0] ?? h.ip, staticAddrs: h.staticAddrs }));
   const staticHostMap: Record<string, string[]> = {};
@@ -72,7 +73,7 @@ async function issueToHost(
       },
       hostId: cred.host.id,
       name: cred.host.name,
-      networks: [cred.host.ip],
+      networks: cred.host.ips,
       unsafeNetworks: [],
       groups: cred.host.groups,
       publicKeyPem,

@@ -21,6 +21,7 @@ import {
   lte,
   max,
   ne,
+  sql,
 } from "drizzle-orm";
 import type {
   AuditRowView,
@@ -40,17 +41,24 @@ import {
   toStorageError,
 } from "../../db/client.ts";
 import {
+  addressPools,
   auditEvents,
   caSealedKeys,
   cas,
   certificates,
   enrollmentCodes,
+  hostAddresses,
   hosts,
   hostTokens,
   idempotency,
   networks,
 } from "../../db/schema.ts";
-import { allocateAddress, canonicalNetworkCidrs } from "./addresses.ts";
+import {
+  type AddressBook,
+  allocateHostAddresses,
+  canonicalNetworkCidrs,
+  checkCidrsForVersion,
+} from "./addresses.ts";
 import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
 import type {
@@ -88,7 +96,8 @@ export type * from "./types.ts";
 type NetworkRow = typeof networks.$inferSelect;
 type CaRow = typeof cas.$inferSelect;
 type CertRow = typeof certificates.$inferSelect;
-type HostRow = typeof hosts.$inferSelect & { org: string };
+/** A hosts row with its network's org and its addresses (JSON array text, in CIDR order). */
+type HostRow = typeof hosts.$inferSelect & { org: string; ips: string | null };
 type Reader = Orm | WriteTx;
 
 const INVALID_CODE =
@@ -183,6 +192,7 @@ export function createSignerStore(
       org: row.org,
       name: row.name,
       ip: row.ip,
+      ips: ipsOf(row),
       groups: row.groups,
       lighthouse: row.lighthouse,
       staticAddrs: row.staticAddrs,
@@ -231,7 +241,14 @@ export function createSignerStore(
     );
   }
 
-  const hostColumns = { ...getTableColumns(hosts), org: networks.org };
+  /** Host columns plus org and addresses: one statement reads a whole host record. */
+  const hostColumns = {
+    ...getTableColumns(hosts),
+    org: networks.org,
+    ips: sql<
+      string | null
+    >`(select json_group_array(address) from (select address from ${hostAddresses} where ${hostAddresses.hostId} = ${hosts.id} order by ${hostAddresses.position}))`,
+  };
   async function selectHost(r: Reader, id: string): Promise<HostRow | undefined> {
     const rows = await r
       .select(hostColumns)
@@ -335,6 +352,34 @@ export function createSignerStore(
     return { value: token.value, generation };
   }
 
+  /** Indexed reads of a network's used addresses, for the allocator (./addresses.ts). */
+  function addressBook(tx: WriteTx, networkId: string): AddressBook {
+    return {
+      async usedKeys(fromKey, toKey, limit) {
+        const rows = await tx
+          .select({ key: hostAddresses.key })
+          .from(hostAddresses)
+          .where(
+            and(
+              eq(hostAddresses.networkId, networkId),
+              gte(hostAddresses.key, fromKey),
+              lte(hostAddresses.key, toKey),
+            ),
+          )
+          .orderBy(hostAddresses.key)
+          .limit(limit);
+        return rows.map((r) => r.key);
+      },
+      async hint(cidr) {
+        const rows = await tx
+          .select({ nextKey: addressPools.nextKey })
+          .from(addressPools)
+          .where(and(eq(addressPools.networkId, networkId), eq(addressPools.cidr, cidr)));
+        return rows[0]?.nextKey ?? null;
+      },
+    };
+  }
+
   /** Network org by id; networks never change org, so the answer is cached. */
   const orgByNetwork = new Map<string, string>();
   async function orgOf(r: Reader, networkId: string): Promise<string> {
@@ -363,6 +408,7 @@ export function createSignerStore(
 
     async createNetwork(input: CreateNetworkInput): Promise<NetworkRecord> {
       const cidrs = canonicalNetworkCidrs(input.cidrs);
+      checkCidrsForVersion(cidrs, input.certVersion);
       requireSealedKeys(input.ca);
       return write(async (tx, now, state) => {
         const taken = await tx
@@ -518,11 +564,10 @@ export function createSignerStore(
             `a host named ${JSON.stringify(input.name)} already exists in this network; pick another name`,
           );
         }
-        const used = await tx
-          .select({ ip: hosts.ip })
-          .from(hosts)
-          .where(eq(hosts.networkId, net.id));
-        const ip = allocateAddress(net.cidrs, new Set(used.map((u) => u.ip)), input.ip);
+        const addresses = await allocateHostAddresses(net.cidrs, addressBook(tx, net.id), input.ip);
+        const ips = addresses.map((a) => a.address);
+        const ip = ips[0];
+        if (ip === undefined) throw new KeyholeError("internal", "the network has no CIDR");
         const id = newHostId();
         const row = {
           id,
@@ -537,6 +582,28 @@ export function createSignerStore(
           createdAt: now,
         };
         await tx.insert(hosts).values(row).catch(constraintToApi);
+        await tx
+          .insert(hostAddresses)
+          .values(
+            addresses.map((a) => ({
+              networkId: net.id,
+              hostId: id,
+              address: a.address,
+              key: a.key,
+              position: a.position,
+            })),
+          )
+          .catch(constraintToApi);
+        for (const a of addresses) {
+          if (a.nextHint === null) continue;
+          await tx
+            .insert(addressPools)
+            .values({ networkId: net.id, cidr: a.cidr, nextKey: a.nextHint })
+            .onConflictDoUpdate({
+              target: [addressPools.networkId, addressPools.cidr],
+              set: { nextKey: a.nextHint },
+            });
+        }
         const code = mintSecret(ENROLLMENT_CODE_PREFIX);
         const codeExpiresAt = new Date(now.getTime() + input.codeTtlS * 1000);
         await tx
@@ -546,14 +613,14 @@ export function createSignerStore(
           tx,
           input.audit.map((e) => ({
             ...e,
-            detail: { ...e.detail, hostId: id, name: input.name, ip },
+            detail: { ...e.detail, hostId: id, name: input.name, ip, ips },
           })),
           now,
           state,
         );
         return {
           value: {
-            host: hostRecord({ ...row, org: net.org }),
+            host: hostRecord({ ...row, org: net.org, ips: JSON.stringify(ips) }),
             enrollmentCode: code.value,
             codeExpiresAt,
           },
@@ -578,6 +645,18 @@ export function createSignerStore(
         return rows.map(hostRecord);
       }),
 
+    listLighthouses: (networkId) =>
+      read("listing lighthouses", async () => {
+        const rows = await orm
+          .select(hostColumns)
+          .from(hosts)
+          .innerJoin(networks, eq(hosts.networkId, networks.id))
+          // the literal `= 1` (not a bound true) lets SQLite use the partial index of lighthouses
+          .where(and(eq(hosts.networkId, networkId), sql`${hosts.lighthouse} = 1`))
+          .orderBy(hosts.createdAt, hosts.id);
+        return rows.map(hostRecord);
+      }),
+
     hostView: (host) =>
       read("reading the host", async () => {
         const rows = await orm
@@ -591,6 +670,7 @@ export function createSignerStore(
           networkId: host.networkId,
           name: host.name,
           ip: host.ip,
+          ips: host.ips,
           groups: host.groups,
           lighthouse: host.lighthouse,
           staticAddrs: host.staticAddrs,
@@ -917,7 +997,16 @@ export function createSignerStore(
       if (await selectHost(tx, hostId)) throw hostBlocked();
       throw new KeyholeError("not_found", "no such host");
     }
-    return hostRecord({ ...row, org: await orgOf(tx, row.networkId) });
+    const ips = await tx
+      .select({ address: hostAddresses.address })
+      .from(hostAddresses)
+      .where(eq(hostAddresses.hostId, hostId))
+      .orderBy(hostAddresses.position);
+    return hostRecord({
+      ...row,
+      org: await orgOf(tx, row.networkId),
+      ips: JSON.stringify(ips.map((r) => r.address)),
+    });
   }
 
   /** A rotated token came back: block the host, audit it, and report reuse once committed. */
@@ -980,6 +1069,15 @@ function bundleOf(trusted: CaRecord[]): string {
     .join("");
 }
 
+/** The host's addresses from its row; a row without any (never expected) falls back to `ip`. */
+function ipsOf(row: HostRow): string[] {
+  const parsed: unknown = row.ips === null ? [] : JSON.parse(row.ips);
+  const list = Array.isArray(parsed)
+    ? parsed.filter((x): x is string => typeof x === "string")
+    : [];
+  return list.length > 0 ? list : [row.ip];
+}
+
 function newHostId(): string {
   return `host_${crypto.randomUUID().replaceAll("-", "")}`;
 }
@@ -1009,7 +1107,7 @@ function constraintToApi(e: unknown): never {
   for (let cur: unknown = e, i = 0; cur instanceof Error && i < 5; cur = cur.cause, i++)
     msg += ` ${cur.message}`;
   if (code.startsWith("SQLITE_CONSTRAINT")) {
-    if (/hosts\.network_id, hosts\.ip/.test(msg))
+    if (/hosts\.network_id, hosts\.ip|host_addresses\.network_id, host_addresses\.key/.test(msg))
       throw new KeyholeError("ip_taken", "that address is already used", undefined, { cause: e });
     if (/hosts\.network_id, hosts\.name|networks\.org, networks\.name/.test(msg)) {
       throw new KeyholeError("name_taken", "that name is already used", undefined, { cause: e });

@@ -48,6 +48,8 @@ async function counts(t: TestStore): Promise<Record<string, number>> {
     "cas",
     "ca_sealed_keys",
     "hosts",
+    "host_addresses",
+    "address_pools",
     "enrollment_codes",
     "host_tokens",
     "certificates",
@@ -218,7 +220,9 @@ describe("hosts", () => {
     expect(await codeOf(store.registerHost(hostInput("net_nope", "z")))).toBe("not_found");
     expect(await counts(t)).toEqual(before);
     const v6 = await store.registerHost(hostInput(net.id, "v6", { ip: "fd00:1::beef" }));
-    expect(v6.host.ip).toBe("fd00:1::beef/64");
+    // dual stack: the explicit address in its own CIDR, the lowest free one in the other
+    expect(v6.host.ips).toEqual(["10.1.0.1/16", "fd00:1::beef/64"]);
+    expect(v6.host.ip).toBe("10.1.0.1/16");
   });
 
   it("network_full on a /30 after two hosts", async () => {

@@ -72,8 +72,13 @@ export interface HostRecord {
   /** Org of the host's network (the KMS context for code and token paths comes from here). */
   org: string;
   name: string;
-  /** Overlay address with the prefix of the network CIDR that holds it, e.g. "10.1.0.7/16". */
+  /** The first of `ips` (the address in the network's first CIDR), e.g. "10.1.0.7/16". */
   ip: string;
+  /**
+   * Every overlay address of the host, one per network CIDR in the network's order, each with its
+   * CIDR's prefix ("10.1.0.7/16", "fd00::7/64"): the host certificate's `networks`.
+   */
+  ips: string[];
   groups: string[];
   lighthouse: boolean;
   staticAddrs: string[];
@@ -156,7 +161,11 @@ export interface RotateCaInput {
 export interface RegisterHostInput {
   networkId: string;
   name: string;
-  /** "10.1.0.7" or "10.1.0.7/16" (the prefix must equal the network CIDR's); absent: lowest free. */
+  /**
+   * "10.1.0.7" or "10.1.0.7/16" (the prefix must equal the network CIDR's): the host's address in the
+   * CIDR that holds it. Every other CIDR of the network (all of them when absent) gets its lowest free
+   * address.
+   */
   ip?: string | undefined;
   groups: string[];
   lighthouse: boolean;
@@ -281,6 +290,8 @@ export interface SignerStore {
   registerHost(input: RegisterHostInput): Promise<RegisteredHost>;
   getHost(id: string): Promise<HostRecord | null>;
   listHosts(networkId: string): Promise<HostRecord[]>;
+  /** The lighthouses of a network (blocked ones included), read through an index of lighthouses only. */
+  listLighthouses(networkId: string): Promise<HostRecord[]>;
   hostView(host: HostRecord): Promise<HostView>;
   certificateView(cert: CertificateRecord, caFingerprint: string): CertificateView;
   /**
