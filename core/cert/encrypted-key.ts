@@ -148,6 +148,8 @@ export function isEncryptedPrivateKeyPem(pem: string): boolean {
 export interface DecryptOptions {
   /** Refuse keys whose Argon2 memory exceeds this many KiB (the work is done in JS). */
   maxMemoryKiB?: number;
+  /** Refuse keys whose Argon2 work (memory KiB x passes) exceeds this; default 16 x maxMemoryKiB. */
+  maxWorkKiB?: number;
 }
 
 /** Opens a CA key encrypted by `nebula-cert ca -encrypt` (or by encryptPrivateKeyPem). */
@@ -188,6 +190,14 @@ export async function decryptPrivateKeyPem(
     throw new CertError(
       "unsupported_encryption",
       `the key's Argon2 memory (${d.memory} KiB) exceeds the limit of ${max} KiB; re-encrypt it with less memory or raise maxMemoryKiB`,
+    );
+  }
+  // A key file is input too: a huge pass count would keep the process busy for days.
+  const maxWork = options.maxWorkKiB ?? max * 16;
+  if (d.memory * d.iterations > maxWork) {
+    throw new CertError(
+      "unsupported_encryption",
+      `the key's Argon2 work (${d.memory} KiB x ${d.iterations} passes) exceeds the limit of ${maxWork} KiB-passes; re-encrypt it with fewer passes or raise maxWorkKiB`,
     );
   }
   if (d.salt.length < 16) throw malformed("the salt is shorter than 128 bits");

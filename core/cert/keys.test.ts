@@ -227,6 +227,13 @@ describe("encrypted CA keys", () => {
     await expect(decryptPrivateKeyPem(pem, "pw", { maxMemoryKiB: 128 })).rejects.toMatchObject({
       code: "unsupported_encryption",
     });
+    // work (memory x passes) is bounded too, so a key file cannot ask for days of hashing
+    await expect(
+      decryptPrivateKeyPem(pem, "pw", { maxWorkKiB: small.memoryKiB * small.iterations - 1 }),
+    ).rejects.toMatchObject({ code: "unsupported_encryption", message: /Argon2 work/ });
+    await expect(
+      decryptPrivateKeyPem(pem, "pw", { maxWorkKiB: small.memoryKiB * small.iterations }),
+    ).resolves.toMatchObject({ curve: "CURVE25519" });
     await expect(
       decryptPrivateKeyPem(
         encodePem("NEBULA ED25519 ENCRYPTED PRIVATE KEY", bytes.subarray(0, 20)),
