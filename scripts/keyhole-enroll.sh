@@ -9,6 +9,10 @@
 #   keyhole-enroll.sh --api URL --code CODE --dir DIR [--curve 25519|P256] [--listen-port N]
 #                     [--tun-dev NAME] [--cacert FILE]
 #   keyhole-enroll.sh --renew --dir DIR [--api URL] [--rekey] [--cacert FILE]
+#   keyhole-enroll.sh --refresh --dir DIR [--api URL] [--cacert FILE]
+#
+# --refresh keeps the certificate and fetches the network's blocklist and CA bundle with the host
+# token (after a CA rotation a host must trust the new CA before its peers renew onto it).
 #
 # The code may come from KEYHOLE_ENROLL_CODE instead of --code (keeps it out of `ps`).
 # Files in DIR: host.key (0600), host.token (0600), host.crt, ca.crt, config.yml, blocklist,
@@ -41,6 +45,7 @@ usage() {
 usage: keyhole-enroll.sh --api URL --code CODE --dir DIR [--curve 25519|P256]
                          [--listen-port N] [--tun-dev NAME] [--cacert FILE]
        keyhole-enroll.sh --renew --dir DIR [--api URL] [--rekey] [--cacert FILE]
+       keyhole-enroll.sh --refresh --dir DIR [--api URL] [--cacert FILE]
 
   --api URL          Keyhole API base, e.g. https://keyhole.example.com (http only for loopback)
   --code CODE        one-time enrollment code (or set KEYHOLE_ENROLL_CODE)
@@ -51,6 +56,7 @@ usage: keyhole-enroll.sh --api URL --code CODE --dir DIR [--curve 25519|P256]
   --cacert FILE      CA bundle to trust for the API's TLS certificate
   --renew            renew the certificate with the saved host token (rotates the token)
   --rekey            with --renew: make a new key pair instead of reusing the current one
+  --refresh          keep the certificate; fetch the blocklist and CA bundle (host token), reload nebula
 EOF
 }
 
@@ -86,6 +92,7 @@ while [ $# -gt 0 ]; do
   --tun-dev) need_value "$1" $# && tun_dev=$2 && shift 2 ;;
   --cacert) need_value "$1" $# && cacert=$2 && shift 2 ;;
   --renew) mode=renew && shift ;;
+  --refresh) mode=refresh && shift ;;
   --rekey) rekey=yes && shift ;;
   -h | --help)
     usage
@@ -588,6 +595,9 @@ install_issued() {
   install_file ca.crt 644 "$work/ca.crt"
   install_file blocklist 644 "$work/blocklist"
   install_file config.yml 644 "$work/config.yml"
+  # What config.yml was made from, without the host token: --refresh rebuilds config.yml from it.
+  awk -F '\t' '$1 != ".hostToken"' "$_f" >"$work/hints.flat"
+  install_file hints.flat 600 "$work/hints.flat"
   write_state
 }
 
@@ -625,6 +635,28 @@ tun_dev=${tun_dev:-nebula1}
 token=$(cat "$dir/host.token")
 case $token in '' | *[!A-Za-z0-9._~+/=-]*) die "$EX_LOCAL" "$dir/host.token is empty or damaged: enroll this host again" ;; esac
 printf 'Authorization: Bearer %s\n' "$token" >"$work/auth"
+
+if [ "$mode" = refresh ]; then
+  [ "$rekey" = no ] || usage_error "--rekey goes with --renew"
+  [ -f "$dir/hints.flat" ] || die "$EX_LOCAL" "$dir/hints.flat is missing: renew once (--renew) to create it"
+  network_id=$(state_get network_id) || network_id=
+  case $network_id in '' | *[!A-Za-z0-9._-]*) die "$EX_LOCAL" "$dir/keyhole.conf names no network: enroll this host again" ;; esac
+  api_call GET "/v1/networks/$network_id/blocklist" - yes
+  jlist "$work/resp.flat" .fingerprints >"$work/blocklist"
+  if grep -qv '^[0-9a-f]\{64\}$' "$work/blocklist"; then
+    die "$EX_REMOTE" "the server sent a blocklist entry that is not a certificate fingerprint"
+  fi
+  jget "$work/resp.flat" .caBundle >"$work/ca.crt" && grep -q 'BEGIN NEBULA CERTIFICATE' "$work/ca.crt" ||
+    die "$EX_REMOTE" "the server's blocklist response has no CA bundle"
+  cp "$dir/hints.flat" "$work/resp.flat"
+  write_config
+  install_file ca.crt 644 "$work/ca.crt"
+  install_file blocklist 644 "$work/blocklist"
+  install_file config.yml 644 "$work/config.yml"
+  say "refreshed: $(wc -l <"$work/blocklist" | tr -d ' ') blocklisted certificate(s), $(grep -c 'BEGIN NEBULA CERTIFICATE' "$work/ca.crt") trusted CA(s)"
+  reload_nebula
+  exit 0
+fi
 
 if [ "$rekey" = yes ]; then
   make_keypair "$curve" "$work/host.key" "$work/host.pub"

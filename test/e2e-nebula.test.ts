@@ -202,6 +202,15 @@ describeWith(
       return r;
     }
 
+    /** `--refresh --dir`: same certificate; blocklist and CA bundle fetched with the host token. */
+    async function refresh(name: string): Promise<ScriptRun> {
+      const h = host(name);
+      const r = await script(["--refresh", "--dir", h.dir], h.net);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`nebula \\(pid ${h.nebula.pid}\\) reloaded its config`));
+      return r;
+    }
+
     /** Ping until two one-second pings in a row get no reply; fails if it never stops answering. */
     async function expectCutOff(from: string, to: string, timeoutMs = 30_000): Promise<void> {
       const deadline = Date.now() + timeoutMs;
@@ -510,14 +519,19 @@ describeWith(
       );
       expect(refusal).toContain("verify cert");
 
-      // No host-token route hands out the bundle (only enroll and renew return it), so b2 gets the
-      // new CA the way an operator would give it: the bundle from GET /v1/networks/{id} (hosts:read)
-      // written to its ca.crt, then SIGHUP. Its certificate stays the old-CA one.
-      const current = await api<NetworkView>("GET", `/v1/networks/${net.id}`);
-      expect(current.caBundle.match(/BEGIN NEBULA CERTIFICATE/g)).toHaveLength(2);
+      // b2 learns the new CA without renewing: `--refresh` fetches the blocklist and the CA bundle
+      // with its host token, rewrites ca.crt and config.yml, and reloads nebula. Its certificate
+      // stays the old-CA one.
       const sinceChar = host("b2").nebula.logs().length;
-      writeFileSync(join(host("b2").dir, "ca.crt"), current.caBundle);
-      host("b2").nebula.sighup();
+      const refreshed = await timed("refresh b2's CA bundle (script + SIGHUP)", () =>
+        refresh("b2"),
+      );
+      expect(refreshed.stderr).toMatch(/2 trusted CA\(s\)/);
+      const b2Trusts = readFileSync(join(host("b2").dir, "ca.crt"), "utf8");
+      expect(b2Trusts.match(/BEGIN NEBULA CERTIFICATE/g)).toHaveLength(2);
+      expect(b2Trusts.trim()).toBe(
+        (await api<NetworkView>("GET", `/v1/networks/${net.id}`)).caBundle.trim(),
+      );
 
       await timed("new-CA host reaches old-CA host", async () => {
         const accepted = await pingUntilLogged({

@@ -290,6 +290,7 @@ class NebulaCertIssuer {
       const out: BlocklistResponse = {
         networkId: host.network.id,
         fingerprints: host.network.blocklist,
+        caBundle: readFileSync(host.network.caCrt, "utf8"),
       };
       return ok(out);
     }
@@ -564,6 +565,8 @@ describeWith(
       expect(mode(hostDir)).toBe(0o700);
       expect(mode(join(hostDir, "host.key"))).toBe(0o600);
       expect(mode(join(hostDir, "host.token"))).toBe(0o600);
+      expect(mode(join(hostDir, "hints.flat"))).toBe(0o600);
+      expect(readFileSync(join(hostDir, "hints.flat"), "utf8")).not.toContain(".hostToken");
       for (const f of ["host.crt", "ca.crt", "config.yml", "blocklist", "keyhole.conf"]) {
         expect(existsSync(join(hostDir, f)), f).toBe(true);
       }
@@ -580,6 +583,7 @@ describeWith(
           "host.crt",
           "host.key",
           "host.token",
+          "hints.flat",
           "keyhole.conf",
         ].sort(),
       );

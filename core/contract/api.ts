@@ -223,6 +223,8 @@ export interface SignResponse {
 export interface BlocklistResponse {
   networkId: string;
   fingerprints: string[];
+  /** PEM of every trusted CA, so a host learns a rotated CA without renewing (`pki.ca`). */
+  caBundle: string;
 }
 
 export interface AuditRowView {

@@ -6,7 +6,11 @@
 
 import { bearerCredential } from "../../core/auth/bearer.ts";
 import { requireScope } from "../../core/auth/principal.ts";
-import { RegisterHostBody, type RegisterHostResponse } from "../../core/contract/api.ts";
+import {
+  type BlocklistResponse,
+  RegisterHostBody,
+  type RegisterHostResponse,
+} from "../../core/contract/api.ts";
 import { parseDuration } from "../../core/duration.ts";
 import { KeyholeError } from "../../core/errors.ts";
 import type { SignerApp } from "../app.ts";
@@ -128,7 +132,12 @@ export function registerHostRoutes(app: SignerApp, rt: SignerRuntime): void {
         throw new KeyholeError("not_found", `no network ${JSON.stringify(id)}`);
       networkId = id;
     }
-    return c.json({ networkId, fingerprints: await rt.store.blocklist(networkId) });
+    const view: BlocklistResponse = {
+      networkId,
+      fingerprints: await rt.store.blocklist(networkId),
+      caBundle: await rt.store.caBundle(networkId),
+    };
+    return c.json(view);
   });
 }
 
