@@ -74,7 +74,7 @@ async function motoScenario(name: string, fault: "none" | "pause" | "kill"): Pro
   try {
     const result = await benchEnroll({
       concurrencies: [64],
-      perLevel: () => (quick ? 400 : 2000),
+      perLevel: () => (quick ? 400 : 1500),
       maxMsPerLevel: MAX_MS,
       env,
       log,
