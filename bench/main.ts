@@ -40,8 +40,7 @@ interface Scenario {
 }
 
 const CONCURRENCIES = quick ? [1, 16, 64] : [1, 16, 64, 256];
-const perLevel = (c: number) =>
-  quick ? (c === 1 ? 50 : 400) : c === 1 ? 300 : Math.max(2000, c * 20);
+const perLevel = (c: number) => (quick ? (c === 1 ? 50 : 400) : c === 1 ? 200 : 1500);
 const MAX_MS = quick ? 5_000 : 12_000;
 
 async function motoRegions(): Promise<{
