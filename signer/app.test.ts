@@ -213,6 +213,26 @@ describe("signer app", () => {
     );
   });
 
+  it("refuses a v1 network that a v1 certificate cannot hold, before any KMS call", async () => {
+    for (const cidrs of [
+      ["10.8.0.0/16", "10.9.0.0/16"],
+      ["fd08::/64"],
+      ["10.8.0.0/16", "fd08::/64"],
+    ]) {
+      const encrypts = s.custody.stats().encryptCalls;
+      await refusedWithoutWrites(
+        () =>
+          s.call("POST", "/v1/networks", {
+            token: admin,
+            body: { name: `v1-${cidrs.length}-${cidrs[0]}`, cidrs, certVersion: 1 },
+          }),
+        400,
+        "invalid_network",
+      );
+      expect(s.custody.stats().encryptCalls).toEqual(encrypts);
+    }
+  });
+
   it("refuses bad host registrations: address outside or taken, unknown group of a constrained CA", async () => {
     const net = await createNetwork({ groups: ["web", "db"] });
     const reg = await registerHost(net.id, { ip: "10.42.0.10", groups: ["web"] });

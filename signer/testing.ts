@@ -60,6 +60,8 @@ const TABLES = [
   "cas",
   "ca_sealed_keys",
   "hosts",
+  "host_addresses",
+  "address_pools",
   "enrollment_codes",
   "host_tokens",
   "certificates",

@@ -14,6 +14,7 @@ import { makeSealedCa } from "../ca.ts";
 import { readJsonBody } from "../http.ts";
 import { newId } from "../ids.ts";
 import type { SignerRuntime } from "../runtime.ts";
+import { checkCidrsForVersion } from "../store/addresses.ts";
 import type { NetworkRecord } from "../store/types.ts";
 
 export async function networkOfCaller(
@@ -57,6 +58,7 @@ export function registerNetworkRoutes(app: SignerApp, rt: SignerRuntime): void {
     const caller = await authenticateUser(rt, c, "networks:write", { mfa: true });
     const body = await readJsonBody(c, CreateNetworkBody);
     const cidrs = canonicalCidrs(body.cidrs);
+    checkCidrsForVersion(cidrs, body.certVersion); // before any KMS call: refusals write nothing
     const lifetimeS = parseDuration(body.caLifetime);
     const existing = await rt.store.listNetworks(caller.org);
     if (existing.some((n) => n.name === body.name)) {
