@@ -73,6 +73,7 @@ export function createSelfHostedEdge(
   edge: EdgeConfig,
   transport: SignerTransport,
   clientAddress: EdgeDeps["clientAddress"],
+  log: NonNullable<EdgeDeps["log"]> = (line) => console.log(JSON.stringify(line)),
 ): ReturnType<typeof createEdgeApp> {
   return createEdgeApp({
     config: edge,
@@ -85,7 +86,7 @@ export function createSelfHostedEdge(
       cooldownMs: edge.signerCooldownMs,
     }),
     clientAddress,
-    log: (line) => console.log(JSON.stringify(line)),
+    log,
   });
 }
 

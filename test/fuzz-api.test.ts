@@ -1,11 +1,3 @@
-/**
- * Every request body and query of the API, fuzzed through the signer app (real libSQL file, real
- * local custody, real dev OIDC issuer) and through the edge app (relaying over real mTLS to a
- * recording upstream). Hostile input must come back as a 4xx with a stable code from the contract,
- * never a 5xx, and must write nothing: the signer's row counts are compared after every refusal, and
- * the edge must not relay a body that the contract's schema refuses.
- */
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { z } from "zod";
 import { type DevIssuer, startDevIssuer } from "../cli/dev/issuer.ts";
 import { makeRelayPki, type RelayPki } from "../cli/dev/pki.ts";
-import { createOidcVerifier, oidcOptionsFromEnv } from "../core/auth/index.ts";
 import {
   AuditQuery,
   CreateNetworkBody,
@@ -26,13 +17,10 @@ import {
   RotateCaBody,
   SignBody,
 } from "../core/contract/index.ts";
-import { createEdgeApp } from "../edge/app.ts";
-import { edgeConfigFromEnv } from "../edge/config.ts";
-import { createMemoryRateLimiter } from "../edge/limiter.ts";
-import { createUndiciTransport } from "../edge/node.ts";
-import { createSignerRelay } from "../edge/relay.ts";
+import type { createEdgeApp } from "../edge/app.ts";
 import { type MtlsUpstream, startMtlsUpstream } from "../edge/testing/mtls-upstream.ts";
 import { hostPublicKeyPem, startTestSigner, type TestSigner } from "../signer/testing.ts";
+import { inProcessEdge } from "./support/faults.ts";
 
 const RUNS = Number(process.env.KEYHOLE_FUZZ_API_RUNS ?? 100);
 
@@ -420,27 +408,8 @@ describe("edge app: hostile bodies get a stable 4xx and are not relayed", () => 
       KEYHOLE_OIDC_ISSUERS: issuer.issuer,
       KEYHOLE_OIDC_AUDIENCE: issuer.audience,
       KEYHOLE_SIGNER_TIMEOUT_MS: "5000",
-      KEYHOLE_RATE_ADDRESS: "1000000/60",
-      KEYHOLE_RATE_SUBJECT: "1000000/60",
-      KEYHOLE_RATE_NETWORK: "1000000/60",
     };
-    const config = edgeConfigFromEnv(env);
-    app = createEdgeApp({
-      config,
-      oidc: createOidcVerifier(oidcOptionsFromEnv(env)),
-      limiter: createMemoryRateLimiter({ rules: config.rates }),
-      relay: createSignerRelay({
-        regions: config.signers,
-        transport: createUndiciTransport({
-          ca: readFileSync(pki.caCert, "utf8"),
-          cert: readFileSync(pki.clientCert, "utf8"),
-          key: readFileSync(pki.clientKey, "utf8"),
-        }),
-        timeoutMs: config.signerTimeoutMs,
-        cooldownMs: config.signerCooldownMs,
-      }),
-      clientAddress: () => "198.51.100.7",
-    });
+    app = inProcessEdge(env, pki, "198.51.100.7");
     token = await issuer.mint({
       sub: "fuzzer",
       org: "org-x",

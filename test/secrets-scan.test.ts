@@ -16,16 +16,12 @@ import type { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DevIssuer, startDevIssuer } from "../cli/dev/issuer.ts";
 import { makeRelayPki, type RelayPki } from "../cli/dev/pki.ts";
-import { createOidcVerifier, oidcOptionsFromEnv } from "../core/auth/index.ts";
 import { generateHostKeyPair, privateKeyToPem, publicKeyToPem } from "../core/cert/index.ts";
-import { createEdgeApp } from "../edge/app.ts";
-import { edgeConfigFromEnv } from "../edge/config.ts";
-import { createMemoryRateLimiter } from "../edge/limiter.ts";
-import { createUndiciTransport } from "../edge/node.ts";
-import { createSignerRelay } from "../edge/relay.ts";
+import type { createEdgeApp } from "../edge/app.ts";
 import { createCustody } from "../signer/custody/index.ts";
 import {
   callSigner,
+  inProcessEdge,
   relayAgent,
   type SignerProcess,
   signerEnv,
@@ -96,28 +92,8 @@ beforeAll(async () => {
     KEYHOLE_OIDC_ISSUERS: issuer.issuer,
     KEYHOLE_OIDC_AUDIENCE: AUDIENCE,
     KEYHOLE_SIGNER_TIMEOUT_MS: "10000",
-    KEYHOLE_RATE_ADDRESS: "100000/60",
-    KEYHOLE_RATE_SUBJECT: "100000/60",
-    KEYHOLE_RATE_NETWORK: "100000/60",
   };
-  const config = edgeConfigFromEnv(env);
-  edge = createEdgeApp({
-    config,
-    oidc: createOidcVerifier(oidcOptionsFromEnv(env)),
-    limiter: createMemoryRateLimiter({ rules: config.rates }),
-    relay: createSignerRelay({
-      regions: config.signers,
-      transport: createUndiciTransport({
-        ca: readFileSync(pki.caCert, "utf8"),
-        cert: readFileSync(pki.clientCert, "utf8"),
-        key: readFileSync(pki.clientKey, "utf8"),
-      }),
-      timeoutMs: config.signerTimeoutMs,
-      cooldownMs: config.signerCooldownMs,
-    }),
-    clientAddress: () => "198.51.100.20",
-    log: (line) => edgeLog.push(JSON.stringify(line)),
-  });
+  edge = inProcessEdge(env, pki, "198.51.100.20", (line) => edgeLog.push(JSON.stringify(line)));
 }, 120_000);
 
 afterAll(async () => {

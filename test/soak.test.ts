@@ -9,7 +9,7 @@
  * was given is missing, the audit chain verifies, and the only failures fell where both regions of
  * something were down, each a 503 with a stable code. The figures are printed.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,16 +17,12 @@ import { createClient } from "@libsql/client";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type DevIssuer, startDevIssuer } from "../cli/dev/issuer.ts";
 import { makeRelayPki, type RelayPki } from "../cli/dev/pki.ts";
-import { createOidcVerifier, oidcOptionsFromEnv } from "../core/auth/index.ts";
 import { generateHostKeyPair, publicKeyToPem } from "../core/cert/index.ts";
-import { createEdgeApp } from "../edge/app.ts";
-import { edgeConfigFromEnv } from "../edge/config.ts";
-import { createMemoryRateLimiter } from "../edge/limiter.ts";
-import { createUndiciTransport } from "../edge/node.ts";
-import { createSignerRelay } from "../edge/relay.ts";
+import type { createEdgeApp } from "../edge/app.ts";
 import {
   callSigner,
   holdDatabaseLock,
+  inProcessEdge,
   relayAgent,
   type SignerProcess,
   signerEnv,
@@ -99,27 +95,8 @@ describeWith(
         KEYHOLE_OIDC_AUDIENCE: AUDIENCE,
         KEYHOLE_SIGNER_TIMEOUT_MS: "8000",
         KEYHOLE_SIGNER_COOLDOWN_MS: "1000",
-        KEYHOLE_RATE_ADDRESS: "1000000/60",
-        KEYHOLE_RATE_SUBJECT: "1000000/60",
-        KEYHOLE_RATE_NETWORK: "1000000/60",
       };
-      const config = edgeConfigFromEnv(env);
-      edge = createEdgeApp({
-        config,
-        oidc: createOidcVerifier(oidcOptionsFromEnv(env)),
-        limiter: createMemoryRateLimiter({ rules: config.rates }),
-        relay: createSignerRelay({
-          regions: config.signers,
-          transport: createUndiciTransport({
-            ca: readFileSync(pki.caCert, "utf8"),
-            cert: readFileSync(pki.clientCert, "utf8"),
-            key: readFileSync(pki.clientKey, "utf8"),
-          }),
-          timeoutMs: config.signerTimeoutMs,
-          cooldownMs: config.signerCooldownMs,
-        }),
-        clientAddress: () => "198.51.100.30",
-      });
+      edge = inProcessEdge(env, pki, "198.51.100.30");
       admin = await issuer.mint({
         sub: "soak-admin",
         org: "org-soak",

@@ -10,6 +10,9 @@ import { resolve } from "node:path";
 import { createClient, type Transaction } from "@libsql/client";
 import { Agent, request } from "undici";
 import type { RelayPki } from "../../cli/dev/pki.ts";
+import { edgeConfigFromEnv } from "../../edge/config.ts";
+import { createUndiciTransport } from "../../edge/node.ts";
+import { createSelfHostedEdge } from "../../edge/selfhost.ts";
 import { REPO_ROOT } from "./tools.ts";
 
 const BUN = resolve(REPO_ROOT, "node_modules/.bin/bun");
@@ -255,4 +258,29 @@ export async function holdDatabaseLock(dbPath: string, ms: number): Promise<void
   } finally {
     client.close();
   }
+}
+
+/**
+ * The self-hosted edge app in process (what edge/node.ts serves), relaying over real mTLS with the
+ * relay PKI's client certificate. `env` holds the edge's variables; rate limits default to no limit.
+ */
+export function inProcessEdge(
+  env: Record<string, string>,
+  pki: RelayPki,
+  clientAddress: string,
+  log: (line: unknown) => void = () => {},
+): ReturnType<typeof createSelfHostedEdge> {
+  const unlimited = "1000000/60";
+  const full = {
+    KEYHOLE_RATE_ADDRESS: unlimited,
+    KEYHOLE_RATE_SUBJECT: unlimited,
+    KEYHOLE_RATE_NETWORK: unlimited,
+    ...env,
+  };
+  const transport = createUndiciTransport({
+    ca: readFileSync(pki.caCert, "utf8"),
+    cert: readFileSync(pki.clientCert, "utf8"),
+    key: readFileSync(pki.clientKey, "utf8"),
+  });
+  return createSelfHostedEdge(full, edgeConfigFromEnv(full), transport, () => clientAddress, log);
 }
