@@ -15,9 +15,10 @@ import {
 } from "../../test/support/moto.ts";
 import { describeWith } from "../../test/support/tools.ts";
 import { classifyKmsError } from "./aws.ts";
-import { CustodyError, createCustody, type KeyCustody, type SealedCopy } from "./index.ts";
+import { createCustody, type KeyCustody, type SealedCopy } from "./index.ts";
 
-const CTX = { org: "org-x", network: "net-1", ca: "ca-1" };
+import { CTX, caught, openAndKeep } from "./testing.ts";
+
 const A = "us-east-1";
 const B = "eu-west-1";
 
@@ -54,27 +55,6 @@ async function custodyFor(
   });
   made.push(c);
   return c;
-}
-
-async function openAndKeep(c: KeyCustody, copies: SealedCopy[], ctx = CTX) {
-  let buffer: Uint8Array = new Uint8Array();
-  let seen: Uint8Array = new Uint8Array();
-  const result = await c.openCaKey("ca-1", copies, ctx, async (plaintext) => {
-    buffer = plaintext;
-    seen = new Uint8Array(plaintext);
-    return "signed";
-  });
-  return { result, buffer, seen };
-}
-
-async function caught(p: Promise<unknown>): Promise<CustodyError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CustodyError);
-    return e as CustodyError;
-  }
-  throw new Error("expected a CustodyError");
 }
 
 const REQUEST_ID = /^[A-Za-z0-9-]{20,}$/;
@@ -158,7 +138,10 @@ describeWith([motoServer], "aws custody against two moto_server regions", () => 
       try {
         await expect(
           kmsB.send(
-            new DecryptCommand({ CiphertextBlob: copies[0]?.ciphertext, EncryptionContext: CTX }),
+            new DecryptCommand({
+              CiphertextBlob: copies[0]?.ciphertext,
+              EncryptionContext: { ...CTX },
+            }),
           ),
         ).rejects.toThrow();
       } finally {

@@ -23,7 +23,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
-  CustodyError,
   createCustody,
   type KeyCustody,
   masterKeyPath,
@@ -31,7 +30,8 @@ import {
   SHARE_WINDOW_MS,
 } from "./index.ts";
 
-const CTX = { org: "org-x", network: "net-1", ca: "ca-1" };
+import { CTX, caught, openAndKeep } from "./testing.ts";
+
 let dataDir: string;
 const opened: KeyCustody[] = [];
 
@@ -57,28 +57,6 @@ async function sealed(
 ): Promise<{ key: Uint8Array; copies: SealedCopy[] }> {
   const { copies } = await c.sealCaKey(key, CTX);
   return { key: new Uint8Array(key), copies };
-}
-
-/** Opens and returns what `use` saw plus the buffer itself, to look at after custody is done with it. */
-async function openAndKeep(c: KeyCustody, copies: SealedCopy[], ctx = CTX, caId = "ca-1") {
-  let buffer: Uint8Array = new Uint8Array();
-  let seen: Uint8Array = new Uint8Array();
-  const result = await c.openCaKey(caId, copies, ctx, async (plaintext) => {
-    buffer = plaintext;
-    seen = new Uint8Array(plaintext);
-    return "signed";
-  });
-  return { result, buffer, seen };
-}
-
-async function caught(p: Promise<unknown>): Promise<CustodyError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CustodyError);
-    return e as CustodyError;
-  }
-  throw new Error("expected a CustodyError");
 }
 
 describe("local custody: seal and open", () => {
