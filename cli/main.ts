@@ -33,6 +33,11 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "sign a host public key through the API (certs:sign)",
     load: async () => (await import("./commands/admin.ts")).signCommand,
   },
+  enroll: {
+    summary:
+      "enroll this machine with a one-time code: key pair made here, certificate and config.yml",
+    load: async () => (await import("./commands/enroll.ts")).enrollCommand,
+  },
   audit: {
     summary: "read the audit log through the API",
     load: async () => (await import("./commands/admin.ts")).auditCommand,
