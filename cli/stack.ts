@@ -5,18 +5,17 @@
  * prints what runs where, and stops everything cleanly on Ctrl-C. The signer's KMS variables are
  * passed through, so `KEYHOLE_KMS=aws` runs the same stack against KMS-compatible servers.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type DevIssuer, startDevIssuer } from "./dev/issuer.ts";
 import { makeRelayPki, type RelayPki } from "./dev/pki.ts";
+import { launchSigner } from "./dev/signer-process.ts";
 import { type StackPaths, stackPaths, writeStackState } from "./stack-state.ts";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
-export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
 
 export interface StackOptions {
   paths: StackPaths;
@@ -74,61 +73,32 @@ export async function startSigner(options: {
     KEYHOLE_TLS_CERT: options.pki.serverCert,
     KEYHOLE_TLS_KEY: options.pki.serverKey,
     KEYHOLE_TLS_CLIENT_CA: options.pki.caCert,
-    KEYHOLE_EXIT_WITH_PARENT: "1",
     KEYHOLE_OIDC_ISSUERS: options.oidc.issuer,
     KEYHOLE_OIDC_AUDIENCE: options.oidc.audience,
     KEYHOLE_ORG_CLAIM: options.oidc.orgClaim,
   });
-  const child = spawn(BUN, [join(REPO_ROOT, "signer/main.ts")], {
-    cwd: REPO_ROOT,
+  let partial = "";
+  const onLog = options.onLog;
+  const launched = await launchSigner({
     env,
-    stdio: ["pipe", "pipe", "pipe"], // stdin stays open while this process lives (see signer/main.ts)
+    exitWithParent: true,
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    ...(onLog
+      ? {
+          onOutput: (chunk: Buffer) => {
+            const lines = (partial + chunk.toString("utf8")).split("\n");
+            partial = lines.pop() ?? "";
+            for (const line of lines) onLog(line);
+          },
+        }
+      : {}),
   });
-  const url = `https://127.0.0.1:${options.port}`;
-  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
-  const lines: string[] = [];
-  const ready = new Promise<void>((res, rej) => {
-    const onLine = (line: string) => {
-      lines.push(line);
-      if (lines.length > 50) lines.shift();
-      options.onLog?.(line);
-      if (line.includes('"signer ready"')) res();
-    };
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", onLine);
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", onLine);
-    void exited.then((code) =>
-      rej(
-        new Error(
-          `signer ${options.region} exited (code ${code}) before it was ready:\n  ${lines.slice(-8).join("\n  ")}`,
-        ),
-      ),
-    );
-  });
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, rej) => {
-    timer = setTimeout(
-      () => rej(new Error(`signer ${options.region} was not ready after ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-  });
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(t);
-    }
+  return {
+    region: options.region,
+    url: launched.url,
+    child: launched.child,
+    stop: () => launched.stop(5_000),
   };
-  try {
-    await Promise.race([ready, timeout]);
-  } catch (e) {
-    await stop();
-    throw e;
-  } finally {
-    clearTimeout(timer);
-  }
-  return { region: options.region, url, child, stop };
 }
 
 /** Brings the local stack up. The caller owns the result and must `stop()` it. */

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DevClaims, type DevIssuer, startDevIssuer } from "../cli/dev/issuer.ts";
+import { launchSigner, signerChildEnv } from "../cli/dev/signer-process.ts";
 import { createOidcVerifier } from "../core/auth/oidc.ts";
 import { generateHostKeyPair, publicKeyToPem } from "../core/cert/index.ts";
 import { createSignerApp } from "./app.ts";
@@ -15,6 +16,7 @@ import { createCustody } from "./custody/index.ts";
 import type { KeyCustody } from "./custody/types.ts";
 import { memoryLogger } from "./log.ts";
 import { openSignerStore, type SignerStoreHandle } from "./store/index.ts";
+import { STORE_TABLES } from "./store/testing.ts";
 
 export const ALL_SCOPES = "networks:write hosts:write hosts:read certs:sign audit:read";
 
@@ -54,20 +56,6 @@ export interface TestSignerOptions {
   custody?: (dir: string) => Promise<KeyCustody>;
   region?: string;
 }
-
-const TABLES = [
-  "networks",
-  "cas",
-  "ca_sealed_keys",
-  "hosts",
-  "host_addresses",
-  "address_pools",
-  "enrollment_codes",
-  "host_tokens",
-  "certificates",
-  "idempotency",
-  "audit_events",
-];
 
 export async function startTestSigner(options: TestSignerOptions = {}): Promise<TestSigner> {
   const dir = mkdtempSync(join(tmpdir(), "keyhole-signer-"));
@@ -146,7 +134,7 @@ export async function startTestSigner(options: TestSignerOptions = {}): Promise<
     async snapshot() {
       const client = store.database.readClient;
       const out: Record<string, number> = {};
-      for (const t of TABLES) {
+      for (const t of STORE_TABLES) {
         const r = await client.execute(`select count(*) as n from ${t}`);
         out[t] = Number(r.rows[0]?.n ?? 0);
       }
@@ -189,77 +177,38 @@ export async function startBunSigner(
   env: Record<string, string>,
   timeoutMs = 30_000,
 ): Promise<BunSigner> {
-  const { spawn } = await import("node:child_process");
-  const { resolve } = await import("node:path");
-  const root = resolve(import.meta.dirname, "..");
-  const child = spawn(resolve(root, "node_modules/.bin/bun"), ["signer/main.ts"], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  };
-  process.once("exit", kill);
   const lines: Record<string, unknown>[] = [];
   let err = "";
-  child.stderr.on("data", (d: Buffer) => {
-    err += d.toString();
-  });
-  let buffered = "";
-  const ready = new Promise<string>((resolveReady, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`signer not ready in ${timeoutMs} ms: ${err.slice(-500)}`)),
-      timeoutMs,
-    );
-    child.stdout.on("data", (d: Buffer) => {
-      buffered += d.toString();
-      let nl = buffered.indexOf("\n");
-      while (nl >= 0) {
-        const text = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        nl = buffered.indexOf("\n");
+  let partial = "";
+  const signer = await launchSigner({
+    env: signerChildEnv(env),
+    timeoutMs,
+    onOutput: (chunk, stream) => {
+      if (stream === "stderr") {
+        err += chunk.toString("utf8");
+        return;
+      }
+      const text = (partial + chunk.toString("utf8")).split("\n");
+      partial = text.pop() ?? "";
+      for (const line of text) {
         try {
-          const line = JSON.parse(text) as Record<string, unknown>;
-          lines.push(line);
-          if (line.msg === "signer ready") {
-            clearTimeout(timer);
-            resolveReady(String(line.url));
-          }
-          if (line.msg === "signer failed to start") {
-            clearTimeout(timer);
-            reject(new Error(`signer failed to start: ${String(line.error)}`));
-          }
+          lines.push(JSON.parse(line) as Record<string, unknown>);
         } catch {
           // not a JSON line (Bun's own output)
         }
       }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`signer exited with ${code}: ${err.slice(-500)}`));
-    });
+    },
   });
-  let url: string;
-  try {
-    url = await ready;
-  } catch (e) {
-    kill();
-    throw e;
-  }
+  const killAtExit = () => signer.child.kill("SIGKILL");
+  process.once("exit", killAtExit);
   return {
-    url,
-    port: Number(new URL(url).port),
+    url: signer.url,
+    port: signer.port,
     lines,
     stderr: () => err,
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGTERM");
-      const timer = setTimeout(kill, 3000);
-      await exited;
-      clearTimeout(timer);
-      process.removeListener("exit", kill);
+      await signer.stop();
+      process.removeListener("exit", killAtExit);
     },
   };
 }

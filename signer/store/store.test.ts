@@ -9,6 +9,7 @@ import {
   networkInput,
   newCa,
   openTestStore,
+  STORE_TABLES,
   type TestStore,
 } from "./testing.ts";
 import type { NetworkRecord, RegisterHostInput, SignerStore } from "./types.ts";
@@ -43,19 +44,7 @@ function hostInput(
 
 async function counts(t: TestStore): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const table of [
-    "networks",
-    "cas",
-    "ca_sealed_keys",
-    "hosts",
-    "host_addresses",
-    "address_pools",
-    "enrollment_codes",
-    "host_tokens",
-    "certificates",
-    "idempotency",
-    "audit_events",
-  ]) {
+  for (const table of STORE_TABLES) {
     const r = await t.store.database.readClient.execute(`SELECT count(*) AS n FROM ${table}`);
     out[table] = Number(r.rows[0]?.n);
   }

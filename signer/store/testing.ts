@@ -51,6 +51,21 @@ export async function openTestStore(
   };
 }
 
+/** Every table of the store, for tests that prove a refusal wrote nothing. */
+export const STORE_TABLES = [
+  "networks",
+  "cas",
+  "ca_sealed_keys",
+  "hosts",
+  "host_addresses",
+  "address_pools",
+  "enrollment_codes",
+  "host_tokens",
+  "certificates",
+  "idempotency",
+  "audit_events",
+] as const;
+
 export const TRACE = "0af7651916cd43dd8448eb211c80319c";
 
 export function auditEvent(

@@ -4,18 +4,16 @@
  * restarted on the same port; an mTLS client for the relay PKI; and a database lock held from a
  * second connection. Every process started here is killed when the test process exits.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
 import { createClient, type Transaction } from "@libsql/client";
 import { Agent, request } from "undici";
 import type { RelayPki } from "../../cli/dev/pki.ts";
+import { type LaunchedSigner, launchSigner, signerChildEnv } from "../../cli/dev/signer-process.ts";
 import { edgeConfigFromEnv } from "../../edge/config.ts";
 import { createUndiciTransport } from "../../edge/node.ts";
 import { createSelfHostedEdge } from "../../edge/selfhost.ts";
-import { REPO_ROOT } from "./tools.ts";
 
-const BUN = resolve(REPO_ROOT, "node_modules/.bin/bun");
 const live = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
@@ -75,74 +73,24 @@ export async function startSignerProcess(
   timeoutMs = 30_000,
 ): Promise<SignerProcess> {
   const chunks: Buffer[] = [];
-  let child: ChildProcess;
+  let signer: LaunchedSigner;
   let port = Number(env.KEYHOLE_SIGNER_PORT ?? "0");
 
   const launch = async () => {
-    const started = spawn(BUN, ["signer/main.ts"], {
-      cwd: REPO_ROOT,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "/tmp",
-        ...env,
-        KEYHOLE_SIGNER_PORT: String(port),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+    signer = await launchSigner({
+      env: signerChildEnv({ ...env, KEYHOLE_SIGNER_PORT: String(port) }),
+      timeoutMs,
+      onOutput: (chunk) => chunks.push(chunk),
     });
-    child = started;
-    live.add(started);
-    started.once("exit", () => live.delete(started));
-    let pending = "";
-    let errTail = "";
-    const ready = new Promise<string>((res, rej) => {
-      const timer = setTimeout(
-        () => rej(new Error(`signer not ready in ${timeoutMs} ms: ${errTail}`)),
-        timeoutMs,
-      );
-      started.stdout?.on("data", (d: Buffer) => {
-        chunks.push(d);
-        pending += d.toString("utf8");
-        for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-          const line = pending.slice(0, nl);
-          pending = pending.slice(nl + 1);
-          if (!line.includes('"signer ready"')) continue;
-          try {
-            const url = String((JSON.parse(line) as { url?: unknown }).url);
-            clearTimeout(timer);
-            res(url);
-          } catch {}
-        }
-      });
-      started.stderr?.on("data", (d: Buffer) => {
-        chunks.push(d);
-        errTail = (errTail + d.toString("utf8")).slice(-800);
-      });
-      started.once("exit", (code, signal) => {
-        clearTimeout(timer);
-        rej(new Error(`signer exited (${code ?? signal}) before it was ready: ${errTail}`));
-      });
-    });
-    try {
-      const url = await ready;
-      port = Number(new URL(url).port);
-    } catch (e) {
-      if (started.exitCode === null) started.kill("SIGKILL");
-      throw e;
-    }
+    const child = signer.child;
+    live.add(child);
+    child.once("exit", () => live.delete(child));
+    port = signer.port;
   };
   await launch();
 
-  const running = () => child.exitCode === null && child.signalCode === null;
-  const waitExit = (c: ChildProcess) =>
-    running() ? new Promise<void>((r) => c.once("exit", () => r())) : Promise.resolve();
-
-  const kill = async () => {
-    const c = child;
-    const gone = waitExit(c);
-    c.kill("SIGCONT");
-    c.kill("SIGKILL");
-    await gone;
-  };
+  const running = () => signer.running();
+  const kill = () => signer.kill("SIGKILL");
 
   return {
     region: env.KEYHOLE_REGION ?? "",
@@ -154,26 +102,17 @@ export async function startSignerProcess(
     },
     output: () => Buffer.concat(chunks),
     pause: () => {
-      child.kill("SIGSTOP");
+      signer.child.kill("SIGSTOP");
     },
     resume: () => {
-      child.kill("SIGCONT");
+      signer.child.kill("SIGCONT");
     },
     kill,
     async restart() {
       if (running()) await kill();
       await launch();
     },
-    async stop() {
-      const c = child;
-      if (!running()) return;
-      const gone = waitExit(c);
-      c.kill("SIGCONT");
-      c.kill("SIGTERM");
-      const t = setTimeout(() => c.kill("SIGKILL"), 3000);
-      await gone;
-      clearTimeout(t);
-    },
+    stop: () => signer.stop(),
     running,
   };
 }
