@@ -15,6 +15,7 @@ import { type Client, createClient, LibsqlError } from "@libsql/client";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
 import { migrate } from "drizzle-orm/libsql/migrator";
 import { KeyholeError } from "../core/errors.ts";
+import { createFileClient } from "./file-client.ts";
 import * as schema from "./schema.ts";
 
 export const MIGRATIONS_FOLDER = resolve(dirname(fileURLToPath(import.meta.url)), "migrations");
@@ -68,8 +69,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
   let readClient: Client | undefined;
   let writeClient: Client | undefined;
+  // Files go through the statement-caching client (db/file-client.ts); servers through @libsql/client.
+  const open = (concurrency: number): Client =>
+    kind === "file"
+      ? createFileClient({ path: filePathOf(url), timeoutMs: timeout, maxConnections: concurrency })
+      : createClient({ ...base, concurrency });
   const openWriter = async (): Promise<Client> => {
-    const c = createClient({ ...base, concurrency: 1 });
+    const c = open(1);
     try {
       await c.execute("PRAGMA foreign_keys = ON");
     } catch (e) {
@@ -85,7 +91,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     }
     let write = drizzle(writeClient, { schema });
     await applyMigrations(write);
-    readClient = createClient({ ...base, concurrency: 8 });
+    readClient = open(8);
     const read = drizzle(readClient, { schema });
     await readClient.execute("SELECT 1");
     const fileIdentity = kind === "file" ? identityOf(filePathOf(url)) : null;
