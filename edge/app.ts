@@ -21,7 +21,7 @@ import { readJsonBody } from "./body.ts";
 import type { EdgeConfig, SignerSite } from "./config.ts";
 import type { RateBucket, RateDecision, RateLimiter } from "./limiter.ts";
 import { DOCS_HTML, openApiDocument } from "./openapi.ts";
-import type { SignerRelay } from "./relay.ts";
+import type { RelayAttempt, SignerRelay } from "./relay.ts";
 import { IdempotencyKeySchema, ResourceIdSchema, ROUTES, type RouteSpec } from "./routes.ts";
 import { relayTraceparent, type TraceContext, traceFromHeader } from "./trace.ts";
 
@@ -33,6 +33,8 @@ export interface EdgeLogLine {
   status: number;
   ms: number;
   region?: string;
+  /** Every signer region tried, in order (absent when the request was not relayed). */
+  relay?: RelayAttempt[];
   code?: string;
 }
 
@@ -53,6 +55,7 @@ interface EdgeVars {
   trace: TraceContext;
   rate: RateDecision | undefined;
   region: string | undefined;
+  relay: RelayAttempt[] | undefined;
 }
 
 type EdgeEnv = { Variables: EdgeVars };
@@ -109,6 +112,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     c.set("trace", trace);
     c.set("rate", undefined);
     c.set("region", undefined);
+    c.set("relay", undefined);
     await next();
     c.res.headers.set(TRACE_ID_HEADER, trace.traceId);
     const rate = c.get("rate");
@@ -125,6 +129,8 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
         ms: Date.now() - started,
       };
       if (region) line.region = region;
+      const attempts = c.get("relay");
+      if (attempts) line.relay = attempts;
       const code = c.error && isKeyholeError(c.error) ? c.error.code : undefined;
       if (code) line.code = code;
       deps.log(line);
@@ -268,14 +274,20 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
       }
 
       const near = deps.callerSite?.(c);
-      const result = await relay.relay({
-        method: route.method,
-        path: `${url.pathname}${url.search}`,
-        headers,
-        ...(body ? { body } : {}),
-        ...(near ? { near } : {}),
-      });
+      const result = await relay
+        .relay({
+          method: route.method,
+          path: `${url.pathname}${url.search}`,
+          headers,
+          ...(body ? { body } : {}),
+          ...(near ? { near } : {}),
+        })
+        .catch((e: unknown) => {
+          c.set("relay", failedAttemptsOf(e));
+          throw e;
+        });
       c.set("region", result.region);
+      c.set("relay", result.attempts);
       const out = new Headers();
       for (const name of PASSED_RESPONSE_HEADERS) {
         const value = result.response.headers.get(name);
@@ -290,4 +302,17 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     else app.post(route.path, relayHandler(route));
   }
   return app;
+}
+
+/** The regions a relay that found no signer tried (from its signer_unavailable details). */
+function failedAttemptsOf(e: unknown): RelayAttempt[] | undefined {
+  if (!isKeyholeError(e)) return undefined;
+  const regions = e.details?.regions;
+  if (!Array.isArray(regions)) return undefined;
+  return regions.map((r: { region?: unknown; error?: unknown }) => ({
+    region: String(r.region),
+    status: 0,
+    ms: 0,
+    error: String(r.error),
+  }));
 }

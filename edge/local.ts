@@ -1,23 +1,21 @@
 /**
  * Runs the edge worker (edge/worker.ts, bundled with esbuild) in workerd through Miniflare, as the
  * local stack (`npm start`) and the edge's integration tests do. The Workers rate-limiting
- * bindings are Miniflare's own. The `SIGNER` binding is a Node function that relays each request with an undici Agent holding
- * the edge's client certificate and the relay CA: real mutual TLS to the signers (a plain service
- * binding to an external HTTPS URL was seen to drop its TLS options). On Cloudflare the same binding
- * name is the mtls_certificates binding, a Fetcher either way.
+ * bindings are Miniflare's own. The `SIGNER` binding is a workerd network service holding the
+ * edge's client certificate and trusting only the relay CA: workerd itself makes the mutual-TLS
+ * connection to each signer region, as Cloudflare's mtls_certificates binding does, with no Node
+ * process in the path. The worker's structured log lines (stdout) are parsed here: tests read which
+ * regions a request was relayed to from the edge's own log, as an operator would.
  */
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
+import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import {
-  Miniflare,
-  type Request as MiniflareRequest,
-  Response as MiniflareResponse,
-} from "miniflare";
-import { Agent, fetch as undiciFetch } from "undici";
-import { DEFAULT_RATES, type RateRule, type RateRules } from "./config.ts";
+import { Miniflare } from "miniflare";
+import type { EdgeLogLine } from "./app.ts";
+import { DEFAULT_RATES, parseSigners, type RateRule, type RateRules } from "./config.ts";
 import type { RelayTls } from "./selfhost.ts";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -39,9 +37,23 @@ export interface EdgeInMiniflareOptions {
 export interface EdgeInMiniflare {
   url: string;
   mf: Miniflare;
-  /** The last 1,000 requests the SIGNER binding relayed, with the region URL each went to (for tests). */
-  relayed: { url: string; method: string }[];
+  /** The last 1,000 relay attempts, read from the worker's log lines (for tests). */
+  relayed: RelayedRequest[];
+  /** The worker's log line for one request (by trace id), once workerd has written it. */
+  requestLog(traceId: string, timeoutMs?: number): Promise<EdgeLogLine>;
   dispose(): Promise<void>;
+}
+
+export interface RelayedRequest {
+  traceId: string;
+  method: string;
+  /** The route pattern, e.g. /v1/networks/:id/hosts. */
+  route: string;
+  region: string;
+  /** The region's URL from KEYHOLE_SIGNERS. */
+  regionUrl: string;
+  /** The signer's status, 0 when it could not be reached. */
+  status: number;
 }
 
 export const COMPATIBILITY_DATE = "2026-04-01";
@@ -94,11 +106,8 @@ export async function startEdgeInMiniflare(
 ): Promise<EdgeInMiniflare> {
   const script = await bundleEdgeWorker();
   const tls = await relayTls(options.tls);
-  const agent = new Agent({
-    connect: { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: true },
-  });
   const rates: RateRules = { ...DEFAULT_RATES, ...options.rates };
-  const relayed: EdgeInMiniflare["relayed"] = [];
+  const log = workerLog(options.vars.KEYHOLE_SIGNERS);
 
   const mf = new Miniflare({
     modules: true,
@@ -118,51 +127,95 @@ export async function startEdgeInMiniflare(
       RATE_LIMIT_NETWORK: binding(rates.network),
     },
     serviceBindings: {
-      async SIGNER(request: MiniflareRequest) {
-        relayed.push({ url: request.url, method: request.method });
-        if (relayed.length > 1000) relayed.splice(0, relayed.length - 1000);
-        const init: Parameters<typeof undiciFetch>[1] = {
-          method: request.method,
-          headers: [...request.headers],
-          redirect: "manual",
-          dispatcher: agent,
-        };
-        if (request.method !== "GET" && request.method !== "HEAD") {
-          init.body = new Uint8Array(await request.arrayBuffer());
-        }
-        // A signer that cannot be reached answers 502 with a plain-text reason, like the
-        // platform's own 52x pages: not a Keyhole error body, so the relay fails over.
-        let res: Awaited<ReturnType<typeof undiciFetch>>;
-        try {
-          res = await undiciFetch(request.url, init);
-        } catch (e) {
-          const cause = (e as { cause?: { message?: string } }).cause?.message ?? String(e);
-          return new MiniflareResponse(`signer unreachable: ${cause}`, { status: 502 });
-        }
-        return new MiniflareResponse(await res.arrayBuffer(), {
-          status: res.status,
-          headers: [...res.headers],
-        });
+      SIGNER: {
+        network: {
+          allow: ["public", "private", "local"],
+          tlsOptions: {
+            keypair: { privateKey: tls.key, certificateChain: tls.cert },
+            trustedCertificates: [tls.ca],
+          },
+        },
       },
     },
     handleRuntimeStdio(stdout: Readable, stderr: Readable) {
-      if (options.verbose) {
-        stdout.pipe(process.stderr);
-        stderr.pipe(process.stderr);
-      } else {
-        stdout.resume();
-        stderr.resume();
-      }
+      createInterface({ input: stdout }).on("line", (line) => {
+        log.read(line);
+        if (options.verbose) process.stderr.write(`${line}\n`);
+      });
+      if (options.verbose) stderr.pipe(process.stderr);
+      else stderr.resume();
     },
   });
   const url = (await mf.ready).toString().replace(/\/$/, "");
   return {
     url,
     mf,
-    relayed,
+    relayed: log.relayed,
+    requestLog: log.waitFor,
     async dispose() {
       await mf.dispose();
-      await agent.close();
+      log.close();
+    },
+  };
+}
+
+/** Reads the worker's stdout: its "edge request" lines, kept by trace id and as relay attempts. */
+function workerLog(signersVar: string | undefined) {
+  let regionUrls = new Map<string, string>();
+  try {
+    regionUrls = new Map(parseSigners(signersVar).map((r) => [r.name, r.url]));
+  } catch {
+    // A misconfigured edge answers 500 before it relays anything.
+  }
+  const relayed: RelayedRequest[] = [];
+  const lines = new Map<string, EdgeLogLine>();
+  const waiters = new Map<string, ((line: EdgeLogLine) => void)[]>();
+  const KEEP = 1000;
+  return {
+    relayed,
+    read(text: string) {
+      let line: EdgeLogLine;
+      try {
+        line = JSON.parse(text) as EdgeLogLine;
+      } catch {
+        return;
+      }
+      if (line?.msg !== "edge request" || typeof line.traceId !== "string") return;
+      for (const a of line.relay ?? []) {
+        relayed.push({
+          traceId: line.traceId,
+          method: line.method,
+          route: line.route,
+          region: a.region,
+          regionUrl: regionUrls.get(a.region) ?? "",
+          status: a.status,
+        });
+      }
+      if (relayed.length > KEEP) relayed.splice(0, relayed.length - KEEP);
+      lines.set(line.traceId, line);
+      if (lines.size > KEEP) lines.delete(lines.keys().next().value as string);
+      for (const done of waiters.get(line.traceId) ?? []) done(line);
+      waiters.delete(line.traceId);
+    },
+    waitFor(traceId: string, timeoutMs = 5000): Promise<EdgeLogLine> {
+      const seen = lines.get(traceId);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(new Error(`the edge wrote no log line for trace ${traceId} in ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+        const list = waiters.get(traceId) ?? [];
+        list.push((line) => {
+          clearTimeout(timer);
+          resolve(line);
+        });
+        waiters.set(traceId, list);
+      });
+    },
+    close() {
+      waiters.clear();
     },
   };
 }

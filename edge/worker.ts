@@ -1,8 +1,8 @@
 /**
  * The edge on Cloudflare Workers (and in workerd under Miniflare for the local stack and tests).
  * The signer is reached through the `SIGNER` binding: on Cloudflare an `mtls_certificates` binding
- * (its fetch presents the edge's client certificate); under Miniflare a Node function binding that
- * does the same mutual TLS with an undici Agent. Rate limits use the Workers rate-limiting bindings.
+ * (its fetch presents the edge's client certificate); under Miniflare a workerd network service
+ * with the same client certificate and the relay CA (edge/local.ts). Rate limits use the Workers rate-limiting bindings.
  * The configuration (vars) is read once per isolate, at the first request, and a wrong value is
  * logged with what to fix while every request gets a 500 that says the edge is misconfigured.
  */
@@ -15,7 +15,7 @@ import { createWorkersRateLimiter, type WorkersRateLimitBinding } from "./limite
 import { createSignerRelay } from "./relay.ts";
 import { traceFromHeader } from "./trace.ts";
 
-/** A binding with a fetch: the mtls_certificates binding, or Miniflare's function binding. */
+/** A binding with a fetch: the mtls_certificates binding, or workerd's network service with TLS options. */
 export interface SignerFetcher {
   fetch(request: Request): Promise<Response>;
 }
