@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent, fetch as undiciFetch } from "undici";
+import { Agent, Pool, fetch as undiciFetch } from "undici";
 import { freePort } from "../cli/dev/moto.ts";
 import { type RunningStack, startStack } from "../cli/stack.ts";
 import { stackPaths } from "../cli/stack-state.ts";
@@ -25,8 +25,21 @@ export interface EnrollLevel extends LoadResult {
   kmsDecryptsPerCert: number;
 }
 
+/**
+ * What the same client, edge and signer do at 64 concurrent without issuing anything, measured in
+ * the same run: the ceiling an enrollment rate can be read against on this machine.
+ */
+export interface EnrollBaselines {
+  /** The edge alone answering (an unknown route: routing, trace id, JSON error; nothing relayed). */
+  edgeOnly: LoadResult;
+  /** Edge -> mutual TLS -> signer -> one indexed read -> 401 back (an unknown enrollment code). */
+  relayRoundTrip: LoadResult;
+}
+
 export interface EnrollBenchResult {
   backend: string;
+  /** Present when asked for (the local backend). */
+  baselines?: EnrollBaselines;
   levels: EnrollLevel[];
   /** Decrypts for one enrollment on an idle signer (expected: exactly 1). */
   isolatedDecrypts: number;
@@ -42,6 +55,8 @@ export interface EnrollBenchOptions {
   maxMsPerLevel: number;
   /** Signer environment (KMS settings); default local custody. */
   env?: Record<string, string | undefined>;
+  /** Measure the same-run ceilings (EnrollBaselines) before the levels. */
+  baselines?: boolean;
   /** Called once the load of the given level is running (fault injection). */
   during?: (concurrency: number) => Promise<void> | void;
   log?: (line: string) => void;
@@ -60,6 +75,11 @@ function rss(pid: number | undefined): { now: number; peak: number } {
 /** A running stack with a network and an admin token, ready for load. */
 export interface BenchStack {
   stack: RunningStack;
+  /**
+   * Keep-alive connections to the edge (undici Pool): the load generator shares the cores with the
+   * edge and the signer, so it should cost as little per request as a client can.
+   */
+  client: Pool;
   token: string;
   network: NetworkView;
   signerMetrics(): Promise<{ decrypts: number }>;
@@ -91,7 +111,8 @@ export async function startBenchStack(
     amr: ["pwd", "mfa"],
     expiresInSec: 3600,
   });
-  const network = await api<NetworkView>(stack.api, "POST", "/v1/networks", token, {
+  const client = new Pool(stack.api, { connections: 512, keepAliveTimeout: 30_000 });
+  const network = await api<NetworkView>(client, "POST", "/v1/networks", token, {
     name: "bench",
     cidrs: ["10.64.0.0/10"],
     curve: "25519",
@@ -108,6 +129,7 @@ export async function startBenchStack(
   const signerUrl = stack.signers[0]?.url ?? "";
   return {
     stack,
+    client,
     token,
     network,
     async signerMetrics() {
@@ -117,6 +139,7 @@ export async function startBenchStack(
       return { decrypts: Object.values(calls).reduce((a, b) => a + b, 0) };
     },
     async stop() {
+      await client.close();
       await agent.close();
       await stack.stop();
       await rm(dir, { recursive: true, force: true });
@@ -125,19 +148,22 @@ export async function startBenchStack(
 }
 
 export async function api<T>(
-  base: string,
-  method: string,
+  client: Pool,
+  method: "GET" | "POST",
   path: string,
   token: string,
   body?: unknown,
 ): Promise<T> {
-  const res = await fetch(`${base}${path}`, {
+  const res = await client.request({
     method,
+    path,
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 200)}`);
+  const text = await res.body.text();
+  if (res.statusCode >= 300) {
+    throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
+  }
   return JSON.parse(text) as T;
 }
 
@@ -150,7 +176,7 @@ export async function registerHosts(b: BenchStack, count: number, tag: string): 
     maxMs: 600_000,
     request: async (i) => {
       const r = await api<RegisterHostResponse>(
-        b.stack.api,
+        b.client,
         "POST",
         `/v1/networks/${b.network.id}/hosts`,
         b.token,
@@ -175,19 +201,54 @@ export async function publicKeyPool(size: number): Promise<string[]> {
   );
 }
 
+async function post(client: Pool, path: string, body: unknown) {
+  const res = await client.request({
+    method: "POST",
+    path,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
 export async function enroll(
-  base: string,
+  client: Pool,
   code: string,
   publicKey: string,
 ): Promise<IssuedCertificate> {
-  const res = await fetch(`${base}/v1/enroll`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ code, publicKey }),
+  const res = await post(client, "/v1/enroll", { code, publicKey });
+  if (res.status !== 201) throw new Error(`enroll: ${res.status} ${res.text.slice(0, 160)}`);
+  return JSON.parse(res.text) as IssuedCertificate;
+}
+
+/** The same-run ceilings at 64 concurrent (see EnrollBaselines). */
+async function measureBaselines(
+  b: BenchStack,
+  publicKey: string,
+  maxMs: number,
+): Promise<EnrollBaselines> {
+  const expect = (status: number, want: number, text: string) => {
+    if (status !== want) throw new Error(`expected ${want}, got ${status} ${text.slice(0, 120)}`);
+  };
+  const edgeOnly = await runLoad({
+    concurrency: 64,
+    total: 4000,
+    maxMs,
+    request: async () => {
+      const res = await b.client.request({ method: "GET", path: "/v1/no-such-route" });
+      expect(res.statusCode, 404, await res.body.text());
+    },
   });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`enroll: ${res.status} ${text.slice(0, 160)}`);
-  return JSON.parse(text) as IssuedCertificate;
+  const relayRoundTrip = await runLoad({
+    concurrency: 64,
+    total: 4000,
+    maxMs,
+    request: async (i) => {
+      const res = await post(b.client, "/v1/enroll", { code: `unknown-code-${i}`, publicKey });
+      expect(res.status, 401, res.text);
+    },
+  });
+  return { edgeOnly, relayRoundTrip };
 }
 
 export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBenchResult> {
@@ -198,8 +259,16 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
     // Isolated request first, on an idle signer.
     const [first] = await registerHosts(b, 1, "isolated");
     const before = await b.signerMetrics();
-    await enroll(b.stack.api, first as string, keys[0] as string);
+    await enroll(b.client, first as string, keys[0] as string);
     const isolatedDecrypts = (await b.signerMetrics()).decrypts - before.decrypts;
+    let baselines: EnrollBaselines | undefined;
+    if (options.baselines) {
+      log("  same-run ceilings at concurrency 64: edge alone, edge -> signer round trip...");
+      baselines = await measureBaselines(b, keys[0] as string, options.maxMsPerLevel);
+      log(
+        `  edge alone ${baselines.edgeOnly.perSecond.toFixed(0)}/s, round trip ${baselines.relayRoundTrip.perSecond.toFixed(0)}/s (p99 ${baselines.relayRoundTrip.p99Ms.toFixed(1)} ms)`,
+      );
+    }
     const levels: EnrollLevel[] = [];
     for (const concurrency of options.concurrencies) {
       const total = options.perLevel(concurrency);
@@ -214,7 +283,7 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
         total,
         maxMs: options.maxMsPerLevel,
         request: async (i) => {
-          await enroll(b.stack.api, codes[i] as string, keys[i % keys.length] as string);
+          await enroll(b.client, codes[i] as string, keys[i % keys.length] as string);
         },
       });
       if (options.during) await options.during(concurrency);
@@ -233,6 +302,7 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
     const mem = rss(b.stack.signers[0]?.child.pid);
     return {
       backend: options.env?.KEYHOLE_KMS ?? "local",
+      ...(baselines ? { baselines } : {}),
       levels,
       isolatedDecrypts,
       signerRssMiB: mem.now,

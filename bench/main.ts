@@ -119,6 +119,7 @@ async function main(): Promise<void> {
     concurrencies: CONCURRENCIES,
     perLevel,
     maxMsPerLevel: MAX_MS,
+    baselines: true,
     log,
   });
   const scenarios: Scenario[] = [{ name: "local", result: local }];
@@ -158,6 +159,10 @@ async function main(): Promise<void> {
     cfssl_p99_ms: "p99Ms" in cfssl ? cfssl.p99Ms : null,
     enroll_vs_nebula_cert: at64 && nebulaCert ? at64.perSecond / nebulaCert : null,
     enroll_vs_cfssl: at64 && cfsslPerSec ? at64.perSecond / cfsslPerSec : null,
+    edge_only_per_s: local.baselines?.edgeOnly.perSecond ?? null,
+    relay_round_trip_per_s: local.baselines?.relayRoundTrip.perSecond ?? null,
+    enroll_vs_round_trip:
+      at64 && local.baselines ? at64.perSecond / local.baselines.relayRoundTrip.perSecond : null,
     scenarios: scenarios.map((s) => ({ name: s.name, ...s.result })),
     cfssl,
   };
@@ -165,6 +170,22 @@ async function main(): Promise<void> {
   const rows: string[][] = [
     ["scenario", "concurrency", "per second", "p50 ms", "p99 ms", "errors", "KMS decrypts/cert"],
   ];
+  const ceilings: [string, LoadResult | undefined][] = [
+    ["ceiling: edge alone (404, nothing relayed)", local.baselines?.edgeOnly],
+    ["ceiling: edge → mTLS → signer → 401 (one read)", local.baselines?.relayRoundTrip],
+  ];
+  for (const [name, r] of ceilings) {
+    if (!r) continue;
+    rows.push([
+      name,
+      "64",
+      fmt(r.perSecond),
+      fmt(r.p50Ms, 1),
+      fmt(r.p99Ms, 1),
+      String(r.errors),
+      "-",
+    ]);
+  }
   for (const s of scenarios) {
     if ("skipped" in s.result) {
       rows.push([s.name, "-", `skipped: ${s.result.skipped}`, "", "", "", ""]);
@@ -213,6 +234,7 @@ async function main(): Promise<void> {
     ]),
   ]);
   const ratios = [
+    `end to end at 64 concurrent vs the edge → signer round trip without issuing (same run): ${fmt(summary.enroll_vs_round_trip ?? undefined, 2)}x`,
     `end to end at 64 concurrent vs a nebula-cert sign loop: ${fmt(summary.enroll_vs_nebula_cert ?? undefined, 1)}x`,
     `end to end at 64 concurrent vs cfssl serve: ${fmt(summary.enroll_vs_cfssl ?? undefined, 2)}x`,
     `KMS decrypts for one isolated enrollment: ${local.isolatedDecrypts}; signer memory ${fmt(local.signerRssMiB)} MiB (peak ${fmt(local.signerPeakRssMiB)} MiB)`,
