@@ -36,7 +36,10 @@ export async function readJsonBody<S extends z.ZodType>(
   }
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > MAX_BODY_BYTES) throw tooLarge();
-  const text = await readLimited(c.req.raw);
+  // A declared length without chunking is what the server reads and no more: read it in one call.
+  // Anything else (chunked, no length) is read chunk by chunk and cut off at the limit.
+  const sized = c.req.header("content-length") !== undefined && !c.req.header("transfer-encoding");
+  const text = sized ? await readDeclared(c.req.raw) : await readLimited(c.req.raw);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -61,6 +64,12 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infe
   });
 }
 
+async function readDeclared(request: Request): Promise<string> {
+  const bytes = new Uint8Array(await request.arrayBuffer());
+  if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
+  return decodeUtf8(bytes);
+}
+
 async function readLimited(request: Request): Promise<string> {
   if (request.body === null) return "";
   const reader = request.body.getReader();
@@ -82,8 +91,12 @@ async function readLimited(request: Request): Promise<string> {
     all.set(chunk, at);
     at += chunk.byteLength;
   }
+  return decodeUtf8(all);
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw new KeyholeError("invalid_json", "the body is not valid UTF-8 JSON");
   }

@@ -59,7 +59,7 @@ async function issueToHost(
     ? {
         org: scope,
         key,
-        requestHash: await sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`),
+        requestHash: sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`),
       }
     : undefined;
   const outcome = await issueHostCert<StoredIssued>(
@@ -106,7 +106,7 @@ async function replayed(
 ): Promise<Response | null> {
   const key = idempotencyKeyOf(c);
   if (!key) return null;
-  const hash = await sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`);
+  const hash = sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`);
   const found = await rt.store.findIdempotentResponse(scope, key, hash);
   if (found === null) return null;
   return c.json({ ...(found as object), hostToken: "" }, 200, { "idempotent-replayed": "true" });
@@ -117,7 +117,7 @@ export function registerEnrollRoutes(app: SignerApp, rt: SignerRuntime): void {
     const body = await readJsonBody(c, EnrollBody);
     const bodyText = JSON.stringify(body);
     // Idempotent replies are scoped to the credential: only its holder can replay them.
-    const scope = `code:${await sha256Hex(body.code)}`;
+    const scope = `code:${sha256Hex(body.code)}`;
     const replay = await replayed(c, rt, scope, bodyText);
     if (replay) return replay;
     const cred = await rt.store.authenticateEnrollmentCode(body.code);
@@ -136,7 +136,7 @@ export function registerEnrollRoutes(app: SignerApp, rt: SignerRuntime): void {
     const token = bearerCredential(c.req.header("authorization"));
     const body = await readJsonBody(c, RenewBody);
     const bodyText = JSON.stringify(body);
-    const scope = `token:${await sha256Hex(token)}`;
+    const scope = `token:${sha256Hex(token)}`;
     const replay = await replayed(c, rt, scope, bodyText);
     if (replay) return replay;
     const cred = await rt.store.authenticateHostToken(token, { traceId: c.get("traceId") });

@@ -32,7 +32,7 @@ export function registerSignRoutes(app: SignerApp, rt: SignerRuntime): void {
     const networks = body.networks.map((ip) => withPrefix(network, ip));
     const key = idempotencyKeyOf(c);
     const bodyText = JSON.stringify(body);
-    const requestHash = await sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`);
+    const requestHash = sha256Hex(`${c.req.method} ${c.req.path}\n${bodyText}`);
     if (key) {
       const found = await rt.store.findIdempotentResponse(caller.org, key, requestHash);
       if (found !== null) return c.json(found, 200, { "idempotent-replayed": "true" });
