@@ -227,18 +227,7 @@ export function createSignerStore(
           rows.map((c) => c.id),
         ),
       );
-    return rows.map((row) =>
-      caRecord(
-        row,
-        keys
-          .filter((k) => k.caId === row.id)
-          .map((k) => ({
-            region: k.region,
-            keyId: k.keyId,
-            ciphertext: new Uint8Array(k.ciphertext),
-          })),
-      ),
-    );
+    return rows.map((row) => caRecord(row, keys.filter((k) => k.caId === row.id).map(sealedKeyOf)));
   }
 
   /** Host columns plus org and addresses: one statement reads a whole host record. */
@@ -261,6 +250,68 @@ export function createSignerStore(
   async function selectNetwork(r: Reader, id: string): Promise<NetworkRow | undefined> {
     return (await r.select().from(networks).where(eq(networks.id, id)))[0];
   }
+
+  /**
+   * The reads every enrollment makes, built once: drizzle composes their SQL at startup instead of on
+   * each request, and the file client (db/file-client.ts) keeps each one prepared. Placeholders take
+   * driver values (timestamps as epoch milliseconds).
+   */
+  const ph = sql.placeholder;
+  const hot = {
+    idempotency: orm
+      .select()
+      .from(idempotency)
+      .where(and(eq(idempotency.org, ph("org")), eq(idempotency.key, ph("key"))))
+      .prepare(),
+    enrollmentCode: orm
+      .select({ code: enrollmentCodes, host: hostColumns, network: networks })
+      .from(enrollmentCodes)
+      .innerJoin(hosts, eq(enrollmentCodes.hostId, hosts.id))
+      .innerJoin(networks, eq(hosts.networkId, networks.id))
+      .where(eq(enrollmentCodes.hash, ph("hash")))
+      .prepare(),
+    activeCas: orm
+      .select()
+      .from(cas)
+      .where(and(eq(cas.networkId, ph("networkId")), eq(cas.state, "active")))
+      .prepare(),
+    sealedKeys: orm
+      .select()
+      .from(caSealedKeys)
+      .where(eq(caSealedKeys.caId, ph("caId")))
+      .prepare(),
+    certificate: orm
+      .select()
+      .from(certificates)
+      .where(eq(certificates.fingerprint, ph("fingerprint")))
+      .prepare(),
+    casNewestFirst: orm
+      .select()
+      .from(cas)
+      .where(eq(cas.networkId, ph("networkId")))
+      .orderBy(desc(cas.createdAt))
+      .prepare(),
+    lighthouses: orm
+      .select(hostColumns)
+      .from(hosts)
+      .innerJoin(networks, eq(hosts.networkId, networks.id))
+      // the literal `= 1` (not a bound true) lets SQLite use the partial index of lighthouses
+      .where(and(eq(hosts.networkId, ph("networkId")), sql`${hosts.lighthouse} = 1`))
+      .orderBy(hosts.createdAt, hosts.id)
+      .prepare(),
+    revoked: orm
+      .select({ fingerprint: certificates.fingerprint })
+      .from(certificates)
+      .where(
+        and(
+          eq(certificates.networkId, ph("networkId")),
+          isNotNull(certificates.revokedAt),
+          gt(certificates.notAfter, ph("nowMs")),
+        ),
+      )
+      .orderBy(certificates.fingerprint)
+      .prepare(),
+  };
 
   async function insertCa(
     tx: WriteTx,
@@ -470,13 +521,10 @@ export function createSignerStore(
 
     getActiveCa: (networkId) =>
       read("reading the CA", async () => {
-        const rows = await orm
-          .select()
-          .from(cas)
-          .where(and(eq(cas.networkId, networkId), eq(cas.state, "active")));
-        const [ca] = await loadCas(orm, rows);
-        if (!ca) throw new KeyholeError("not_found", "this network has no active CA");
-        return ca;
+        const [row] = await hot.activeCas.all({ networkId });
+        if (!row) throw new KeyholeError("not_found", "this network has no active CA");
+        const keys = await hot.sealedKeys.all({ caId: row.id });
+        return caRecord(row, keys.map(sealedKeyOf));
       }),
 
     caBundle: (networkId) =>
@@ -646,16 +694,9 @@ export function createSignerStore(
       }),
 
     listLighthouses: (networkId) =>
-      read("listing lighthouses", async () => {
-        const rows = await orm
-          .select(hostColumns)
-          .from(hosts)
-          .innerJoin(networks, eq(hosts.networkId, networks.id))
-          // the literal `= 1` (not a bound true) lets SQLite use the partial index of lighthouses
-          .where(and(eq(hosts.networkId, networkId), sql`${hosts.lighthouse} = 1`))
-          .orderBy(hosts.createdAt, hosts.id);
-        return rows.map(hostRecord);
-      }),
+      read("listing lighthouses", async () =>
+        (await hot.lighthouses.all({ networkId })).map(hostRecord),
+      ),
 
     hostView: (host) =>
       read("reading the host", async () => {
@@ -712,17 +753,7 @@ export function createSignerStore(
 
     blocklist: (networkId) =>
       read("reading the blocklist", async () => {
-        const rows = await orm
-          .select({ fingerprint: certificates.fingerprint })
-          .from(certificates)
-          .where(
-            and(
-              eq(certificates.networkId, networkId),
-              isNotNull(certificates.revokedAt),
-              gt(certificates.notAfter, clock()),
-            ),
-          )
-          .orderBy(certificates.fingerprint);
+        const rows = await hot.revoked.all({ networkId, nowMs: clock().getTime() });
         return rows.map((r) => r.fingerprint);
       }),
 
@@ -730,13 +761,7 @@ export function createSignerStore(
 
     authenticateEnrollmentCode: (code) =>
       read("checking the enrollment code", async () => {
-        const rows = await orm
-          .select({ code: enrollmentCodes, host: hostColumns, network: networks })
-          .from(enrollmentCodes)
-          .innerJoin(hosts, eq(enrollmentCodes.hostId, hosts.id))
-          .innerJoin(networks, eq(hosts.networkId, networks.id))
-          .where(eq(enrollmentCodes.hash, hashSecret(code)));
-        const found = rows[0];
+        const [found] = await hot.enrollmentCode.all({ hash: hashSecret(code) });
         if (
           !found ||
           found.code.usedAt !== null ||
@@ -894,11 +919,7 @@ export function createSignerStore(
 
     findIdempotentResponse: (org, key, requestHash) =>
       read("reading the idempotency record", async () => {
-        const rows = await orm
-          .select()
-          .from(idempotency)
-          .where(and(eq(idempotency.org, org), eq(idempotency.key, key)));
-        const first = rows[0];
+        const [first] = await hot.idempotency.all({ org, key });
         if (!first) return null;
         if (first.requestHash !== requestHash) throw idempotencyConflict();
         return first.response;
@@ -906,9 +927,7 @@ export function createSignerStore(
 
     getCertificate: (fingerprint) =>
       read("reading the certificate", async () => {
-        const row = (
-          await orm.select().from(certificates).where(eq(certificates.fingerprint, fingerprint))
-        )[0];
+        const [row] = await hot.certificate.all({ fingerprint });
         return row ? certRecord(row) : null;
       }),
 
@@ -974,11 +993,7 @@ export function createSignerStore(
   }
 
   async function trustedCas(networkId: string): Promise<CaRecord[]> {
-    const rows = await orm
-      .select()
-      .from(cas)
-      .where(eq(cas.networkId, networkId))
-      .orderBy(desc(cas.createdAt));
+    const rows = await hot.casNewestFirst.all({ networkId });
     return trustedOf(
       rows.map((r) => caRecord(r, [])),
       clock(),
@@ -1061,6 +1076,10 @@ function trustedOf(all: CaRecord[], now: Date): CaRecord[] {
           ? -1
           : 1,
     );
+}
+
+function sealedKeyOf(k: typeof caSealedKeys.$inferSelect): SealedCaKey {
+  return { region: k.region, keyId: k.keyId, ciphertext: new Uint8Array(k.ciphertext) };
 }
 
 function bundleOf(trusted: CaRecord[]): string {
