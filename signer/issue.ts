@@ -23,7 +23,7 @@ import type {
   AuditEventInput,
   CaRecord,
   CertificateRecord,
-  HostRecord,
+  EnrolledHost,
   IdempotencyInput,
   IssuanceCredential,
   NetworkRecord,
@@ -58,7 +58,7 @@ export type IssueOutcome<R> =
   | {
       replayed: false;
       record: CertificateRecord;
-      host: HostRecord | null;
+      host: EnrolledHost | null;
       hostToken: string | null;
       /** The secret-free response (what an idempotent retry replays). */
       response: R;

@@ -68,6 +68,7 @@ import type {
   CaRecord,
   CertificateRecord,
   CreateNetworkInput,
+  EnrolledHost,
   HostCredential,
   HostRecord,
   IssuanceInput,
@@ -429,17 +430,6 @@ export function createSignerStore(
         return rows[0]?.nextKey ?? null;
       },
     };
-  }
-
-  /** Network org by id; networks never change org, so the answer is cached. */
-  const orgByNetwork = new Map<string, string>();
-  async function orgOf(r: Reader, networkId: string): Promise<string> {
-    const cached = orgByNetwork.get(networkId);
-    if (cached !== undefined) return cached;
-    const row = await selectNetwork(r, networkId);
-    if (!row) throw new KeyholeError("not_found", "no such network");
-    orgByNetwork.set(networkId, row.org);
-    return row.org;
   }
 
   function requireSealedKeys(ca: NewCa): void {
@@ -838,7 +828,7 @@ export function createSignerStore(
             return { value: { replayed: true, response: first.response } };
           }
         }
-        let host: HostRecord | null = null;
+        let host: EnrolledHost | null = null;
         let hostToken: string | null = null;
         if (cred.kind === "enrollment_code") {
           const used = await tx
@@ -1001,27 +991,23 @@ export function createSignerStore(
   }
 
   /** Marks the host enrolled (one statement) unless it is blocked or gone. */
-  async function enrolledHost(tx: WriteTx, hostId: string): Promise<HostRecord> {
+  async function enrolledHost(tx: WriteTx, hostId: string): Promise<EnrolledHost> {
     const updated = await tx
       .update(hosts)
       .set({ state: "enrolled" })
       .where(and(eq(hosts.id, hostId), ne(hosts.state, "blocked")))
-      .returning();
+      .returning({
+        id: hosts.id,
+        networkId: hosts.networkId,
+        name: hosts.name,
+        state: hosts.state,
+      });
     const row = updated[0];
     if (!row) {
       if (await selectHost(tx, hostId)) throw hostBlocked();
       throw new KeyholeError("not_found", "no such host");
     }
-    const ips = await tx
-      .select({ address: hostAddresses.address })
-      .from(hostAddresses)
-      .where(eq(hostAddresses.hostId, hostId))
-      .orderBy(hostAddresses.position);
-    return hostRecord({
-      ...row,
-      org: await orgOf(tx, row.networkId),
-      ips: JSON.stringify(ips.map((r) => r.address)),
-    });
+    return row;
   }
 
   /** A rotated token came back: block the host, audit it, and report reuse once committed. */

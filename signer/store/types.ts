@@ -226,13 +226,16 @@ export interface IssuanceInput {
   idempotency?: IdempotencyInput | undefined;
 }
 
+export type EnrolledHost = Pick<HostRecord, "id" | "networkId" | "name" | "state">;
+
 export type IssuanceResult =
   | {
       replayed: false;
       certificate: CertificateRecord;
       /** New host token (enrollment and renewal), shown once; null for direct signing. */
       hostToken: string | null;
-      host: HostRecord | null;
+      /** The host the certificate was issued to, now enrolled; null for direct signing. */
+      host: EnrolledHost | null;
       auditRows: AuditRowView[];
     }
   | {
