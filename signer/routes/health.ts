@@ -40,6 +40,14 @@ export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
       hedges: s.hedges,
       denials: s.denials,
     };
+    const w = rt.store.writerStats();
+    const store = {
+      transactions: w.transactions,
+      writes: w.jobs,
+      largestBatch: w.largestBatch,
+      isolatedRetries: w.isolatedRetries,
+      storageFailures: w.storageFailures,
+    };
     const wantsText =
       /text\/plain|openmetrics/.test(c.req.header("accept") ?? "") ||
       c.req.query("format") === "prometheus";
@@ -52,9 +60,12 @@ export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
         kms_denials_total: s.denials,
         ca_key_opens_total: s.opens,
         ca_key_shared_opens_total: s.sharedOpens,
+        store_transactions_total: w.transactions,
+        store_writes_total: w.jobs,
+        store_storage_failures_total: w.storageFailures,
       });
       return c.text(text, 200, { "content-type": "text/plain; version=0.0.4" });
     }
-    return c.json(rt.metrics.snapshot({ region: rt.region, custody }));
+    return c.json(rt.metrics.snapshot({ region: rt.region, custody, store }));
   });
 }

@@ -86,7 +86,6 @@ import {
   createWriter,
   type JobResult,
   type TxState,
-  type WriterStats,
   type WriteTx,
 } from "./writer.ts";
 
@@ -108,7 +107,6 @@ const INVALID_TOKEN = "the host token is unknown; enroll with a new enrollment c
 /** A store plus what operators and tests may inspect. */
 export interface SignerStoreHandle extends SignerStore {
   readonly database: Database;
-  writerStats(): WriterStats;
 }
 
 /** Opens the database (migrations applied) and returns the store over it. */

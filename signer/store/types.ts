@@ -21,6 +21,7 @@ import type {
   HostView,
   NetworkView,
 } from "../../core/contract/api.ts";
+import type { WriterStats } from "./writer.ts";
 
 export type Curve = "25519" | "P256";
 export type CertVersion = 1 | 2;
@@ -270,6 +271,8 @@ export interface BlockResult {
 // ---- the store ----
 
 export interface SignerStore {
+  /** Group-commit counters (transactions, writes, largest batch), for metrics. */
+  writerStats(): WriterStats;
   // networks and CAs
   /** Network + active CA + sealed keys + audit rows in one transaction. name_taken when (org, name) exists. */
   createNetwork(input: CreateNetworkInput): Promise<NetworkRecord>;
