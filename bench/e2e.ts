@@ -4,7 +4,7 @@
  * several concurrencies, KMS decrypts per certificate (read from the signer's own counters), and the
  * signer's memory. The stack is started fresh for each scenario in a temporary data folder.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +23,8 @@ import { type LoadResult, runLoad } from "./load.ts";
 export interface EnrollLevel extends LoadResult {
   kmsDecrypts: number;
   kmsDecryptsPerCert: number;
+  /** CPU milliseconds per enrollment of each process of the run (user + system, from /proc). */
+  cpuMsPerEnroll: { signer: number; workerd: number; loadGenerator: number };
 }
 
 /**
@@ -63,6 +65,46 @@ export interface EnrollBenchOptions {
 }
 
 const UNLIMITED = "9999999/60";
+
+/** CPU milliseconds used so far (user + system) by a process, from /proc/<pid>/stat. */
+function processCpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks * (1000 / CLOCK_TICKS) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Clock ticks per second of /proc's times (USER_HZ; 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** workerd processes this process started (Miniflare's runtime). */
+function workerdPids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.split(") ")[1]?.split(" ")[1]);
+      if (ppid === process.pid && stat.includes("(workerd")) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+function cpuTimes(b: BenchStack): { signer: number; workerd: number; loadGenerator: number } {
+  const signerPid = b.stack.signers[0]?.child.pid;
+  const own = process.cpuUsage();
+  return {
+    signer: signerPid ? processCpuMs(signerPid) : Number.NaN,
+    workerd: workerdPids().reduce((sum, pid) => sum + processCpuMs(pid), 0),
+    loadGenerator: (own.user + own.system) / 1000,
+  };
+}
 
 function rss(pid: number | undefined): { now: number; peak: number } {
   if (!pid) return { now: Number.NaN, peak: Number.NaN };
@@ -277,6 +319,7 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
       // Warm-up so that JIT and connection pools are hot for every level alike.
       await new Promise((r) => setTimeout(r, 200));
       const m0 = await b.signerMetrics();
+      const cpu0 = cpuTimes(b);
       log(`  enrolling at concurrency ${concurrency}...`);
       const load = runLoad({
         concurrency,
@@ -288,15 +331,23 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
       });
       if (options.during) await options.during(concurrency);
       const result = await load;
+      const cpu1 = cpuTimes(b);
       const m1 = await b.signerMetrics();
       const kmsDecrypts = m1.decrypts - m0.decrypts;
+      const perEnroll = (k: keyof typeof cpu0) =>
+        result.requests ? (cpu1[k] - cpu0[k]) / result.requests : Number.NaN;
       levels.push({
         ...result,
         kmsDecrypts,
         kmsDecryptsPerCert: result.requests ? kmsDecrypts / result.requests : Number.NaN,
+        cpuMsPerEnroll: {
+          signer: perEnroll("signer"),
+          workerd: perEnroll("workerd"),
+          loadGenerator: perEnroll("loadGenerator"),
+        },
       });
       log(
-        `  c=${concurrency}: ${result.perSecond.toFixed(0)}/s p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms, errors ${result.errors}, decrypts/cert ${(kmsDecrypts / Math.max(1, result.requests)).toFixed(4)}`,
+        `  c=${concurrency}: ${result.perSecond.toFixed(0)}/s p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms, errors ${result.errors}, decrypts/cert ${(kmsDecrypts / Math.max(1, result.requests)).toFixed(4)}, CPU ms/enrollment signer ${perEnroll("signer").toFixed(2)} workerd ${perEnroll("workerd").toFixed(2)} client ${perEnroll("loadGenerator").toFixed(2)}`,
       );
     }
     const mem = rss(b.stack.signers[0]?.child.pid);

@@ -159,6 +159,7 @@ async function main(): Promise<void> {
     cfssl_p99_ms: "p99Ms" in cfssl ? cfssl.p99Ms : null,
     enroll_vs_nebula_cert: at64 && nebulaCert ? at64.perSecond / nebulaCert : null,
     enroll_vs_cfssl: at64 && cfsslPerSec ? at64.perSecond / cfsslPerSec : null,
+    cpu_ms_per_enroll: at64?.cpuMsPerEnroll ?? null,
     edge_only_per_s: local.baselines?.edgeOnly.perSecond ?? null,
     relay_round_trip_per_s: local.baselines?.relayRoundTrip.perSecond ?? null,
     enroll_vs_round_trip:
@@ -233,7 +234,9 @@ async function main(): Promise<void> {
       fmt(r.nebulaCertPerSec ?? undefined, 1),
     ]),
   ]);
+  const cpu = at64?.cpuMsPerEnroll;
   const ratios = [
+    `CPU per enrollment at 64 concurrent (local): signer ${fmt(cpu?.signer, 2)} ms, workerd ${fmt(cpu?.workerd, 2)} ms, load generator ${fmt(cpu?.loadGenerator, 2)} ms`,
     `end to end at 64 concurrent vs the edge → signer round trip without issuing (same run): ${fmt(summary.enroll_vs_round_trip ?? undefined, 2)}x`,
     `end to end at 64 concurrent vs a nebula-cert sign loop: ${fmt(summary.enroll_vs_nebula_cert ?? undefined, 1)}x`,
     `end to end at 64 concurrent vs cfssl serve: ${fmt(summary.enroll_vs_cfssl ?? undefined, 2)}x`,
