@@ -82,12 +82,7 @@ import type {
   SignerStore,
   SignerStoreOptions,
 } from "./types.ts";
-import {
-  createWriter,
-  type JobResult,
-  type TxState,
-  type WriteTx,
-} from "./writer.ts";
+import { createWriter, type JobResult, type TxState, type WriteTx } from "./writer.ts";
 
 export { canonicalJson, GENESIS_HASH, lastAuditHash } from "./audit.ts";
 export { hashSecret, newId } from "./secrets.ts";
