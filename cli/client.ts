@@ -29,6 +29,8 @@ const HINTS: Record<string, string> = {
   rate_limited: "wait for the time in Retry-After and try again",
   signer_unavailable: "no signer region answered: check that the stack runs (npm start)",
   kms_unavailable: "no KMS region could open the CA key: check the KMS regions",
+  issuer_unavailable:
+    "the token's issuer could not be reached to check it: try again shortly, or check KEYHOLE_OIDC_ISSUERS",
 };
 
 export interface ClientOptions {

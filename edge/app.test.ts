@@ -6,6 +6,7 @@
 
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -155,6 +156,24 @@ describe("OIDC tokens refused with 401", () => {
       expect(regionB.requests).toHaveLength(0);
     });
   }
+
+  it("answers 503 issuer_unavailable (not 401) when the token's issuer cannot be read, and relays nothing", async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const gone = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    await new Promise<void>((r) => server.close(() => r()));
+    const token = await issuer.mint({ org: "org-x", scope: ALL_SCOPES }, { issuer: gone });
+    const res = await makeEdge({ KEYHOLE_OIDC_ISSUERS: gone }).request("/v1/networks", {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(res.status).toBe(503);
+    const error = await errorOf(res);
+    expect(error.code).toBe("issuer_unavailable");
+    expect(error.message).toContain(gone);
+    expect(error.traceId).toBe(res.headers.get("x-request-id"));
+    expect(regionA.requests).toHaveLength(0);
+    expect(regionB.requests).toHaveLength(0);
+  });
 
   it("refuses a token without the route's scope (403) and CA creation without MFA (403)", async () => {
     const app = makeEdge();

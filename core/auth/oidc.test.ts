@@ -2,6 +2,7 @@
  * OIDC verification against a real issuer over HTTP (the dev issuer: discovery + JWKS on loopback).
  * Each refusal is its own test and must say which check failed.
  */
+import { createServer } from "node:http";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DevIssuer, startDevIssuer } from "../../cli/dev/issuer.ts";
@@ -181,8 +182,63 @@ describe("createOidcVerifier", () => {
     });
     const token = await issuer.mint(admin, { issuer: `http://localhost:${port}` });
     await expect(v.verify(token)).rejects.toMatchObject({
+      code: "issuer_unavailable",
+      message: /discovery document names another issuer/,
+      details: { check: "discovery" },
+    });
+  });
+});
+
+describe("an issuer that cannot be read: 503 issuer_unavailable, never a 401 for a good token", () => {
+  it("an issuer nobody answers for: the discovery fails, and nothing is cached", async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const closed = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    await new Promise<void>((r) => server.close(() => r()));
+    const v = createOidcVerifier({ issuers: [closed], audience: "keyhole-test" });
+    const token = await issuer.mint(admin, { issuer: closed });
+    for (let i = 0; i < 2; i++) {
+      const e = await v.verify(token).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(KeyholeError);
+      expect(e).toMatchObject({ code: "issuer_unavailable", details: { check: "discovery" } });
+      expect((e as KeyholeError).message).toContain(closed);
+    }
+  });
+
+  it("signing keys that cannot be fetched (HTTP 503, connection refused), then the issuer recovers", async () => {
+    let keys: "down" | "refused" | "up" = "down";
+    const flaky: FetchLike = (url, init) => {
+      if (!url.endsWith("/.well-known/openid-configuration")) {
+        if (keys === "down") return Promise.resolve(new Response("maintenance", { status: 503 }));
+        if (keys === "refused") return Promise.reject(new TypeError("fetch failed"));
+      }
+      return globalThis.fetch(url, init);
+    };
+    const v = createOidcVerifier({
+      issuers: [issuer.issuer],
+      audience: "keyhole-test",
+      fetch: flaky,
+      jwksCooldownMs: 0,
+    });
+    const token = await issuer.mint(admin);
+    await expect(v.verify(token)).rejects.toMatchObject({
+      code: "issuer_unavailable",
+      message: /signing keys could not be read/,
+      details: { check: "jwks" },
+    });
+    keys = "refused";
+    await expect(v.verify(token)).rejects.toMatchObject({
+      code: "issuer_unavailable",
+      message: /fetch failed/,
+      details: { check: "jwks" },
+    });
+    keys = "up";
+    const p = await v.verify(token);
+    expect(p.subject).toBe("alice");
+    // A bad signature is still the token's fault once the keys are readable.
+    const [h, body] = token.split(".") as [string, string];
+    await expect(v.verify(`${h}.${body}.${"A".repeat(342)}`)).rejects.toMatchObject({
       code: "invalid_token",
-      message: /discovery/,
     });
   });
 });

@@ -44,7 +44,7 @@ export interface OidcVerifierOptions {
 }
 
 export interface OidcVerifier {
-  /** Verifies a bearer JWT and returns the principal; throws KeyholeError invalid_token. */
+  /** Verifies a bearer JWT and returns the principal; throws KeyholeError invalid_token, or issuer_unavailable when the issuer cannot be read. */
   verify(token: string): Promise<UserPrincipal>;
 }
 
@@ -162,10 +162,10 @@ export function createOidcVerifier(options: OidcVerifierOptions): OidcVerifier {
     try {
       keys = await keysFor(issuer);
     } catch (e) {
-      throw new KeyholeError(
-        "invalid_token",
-        `token refused: the issuer's discovery document could not be read (${(e as Error).message})`,
-        { check: "discovery" },
+      throw issuerUnavailable(
+        issuer,
+        "discovery",
+        `its discovery document could not be read (${reasonOf(e)})`,
       );
     }
     let payload: JWTPayload;
@@ -181,7 +181,7 @@ export function createOidcVerifier(options: OidcVerifierOptions): OidcVerifier {
       });
       payload = result.payload;
     } catch (e) {
-      throw refusal(e);
+      throw refusal(e, issuer);
     }
 
     const org = payload[orgClaim];
@@ -211,7 +211,28 @@ function scopesOf(payload: JWTPayload): ReadonlySet<Scope> {
   return known;
 }
 
-function refusal(e: unknown): KeyholeError {
+/**
+ * The issuer, not the token, is the problem: its discovery document or signing keys could not be
+ * fetched or were unusable. 503: the caller should try again later, not get a new token.
+ */
+function issuerUnavailable(issuer: string, check: "discovery" | "jwks", why: string): KeyholeError {
+  return new KeyholeError(
+    "issuer_unavailable",
+    `the token could not be checked: its issuer ${issuer} is unavailable (${why}); try again shortly`,
+    { check, issuer },
+  );
+}
+
+function reasonOf(e: unknown): string {
+  if (e instanceof Error && e.name === "TimeoutError") return "timed out";
+  const message = e instanceof Error ? e.message : String(e);
+  return message.slice(0, 120) || "error";
+}
+
+/** jose's own words when the key set's HTTP answer is not a usable key set. */
+const JWKS_FETCH_FAILURE = /JSON Web Key Set HTTP response/;
+
+function refusal(e: unknown, issuer: string): KeyholeError {
   if (e instanceof joseErrors.JWTExpired) return invalid("expired");
   if (e instanceof joseErrors.JWTClaimValidationFailed) {
     if (e.claim === "nbf") return invalid("not yet valid (nbf is in the future)");
@@ -227,16 +248,24 @@ function refusal(e: unknown): KeyholeError {
     return invalid("signature does not verify");
   if (e instanceof joseErrors.JOSEAlgNotAllowed) return invalid("algorithm is not accepted");
   if (e instanceof joseErrors.JWKSTimeout) {
-    return invalid("the issuer's signing keys could not be fetched in time");
+    return issuerUnavailable(issuer, "jwks", "its signing keys could not be fetched in time");
   }
   if (e instanceof joseErrors.JWTInvalid || e instanceof joseErrors.JWSInvalid) {
     return invalid("not a well-formed JWT");
   }
-  if (e instanceof joseErrors.JWKSInvalid) return invalid("the issuer's key set is malformed");
-  if (e instanceof joseErrors.JOSEError) return invalid(`verification failed (${e.code})`);
-  return new KeyholeError(
-    "invalid_token",
-    `token refused: the issuer's signing keys could not be fetched (${(e as Error).message ?? "error"})`,
-    { check: "jwks" },
+  if (e instanceof joseErrors.JWKSInvalid) {
+    return issuerUnavailable(issuer, "jwks", "its key set is malformed");
+  }
+  if (e instanceof joseErrors.JOSEError) {
+    if (JWKS_FETCH_FAILURE.test(e.message)) {
+      return issuerUnavailable(issuer, "jwks", `its signing keys could not be read: ${e.message}`);
+    }
+    return invalid(`verification failed (${e.code})`);
+  }
+  // Not jose's: the fetch of the key set itself failed (connection refused, reset, DNS).
+  return issuerUnavailable(
+    issuer,
+    "jwks",
+    `its signing keys could not be fetched (${reasonOf(e)})`,
   );
 }

@@ -39,6 +39,8 @@ export const ERROR_STATUS = {
   signer_unavailable: 503,
   storage_unavailable: 503,
   audit_unavailable: 503,
+  /** The token's issuer (discovery or signing keys) could not be read: the token was not judged. */
+  issuer_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
