@@ -325,6 +325,43 @@ describe("signer app", () => {
     expect(host.body.state).toBe("blocked");
   });
 
+  it("renewing the same key many times within one second: distinct certificates, then 429 with Retry-After and nothing written", async () => {
+    const net = await createNetwork();
+    const reg = await registerHost(net.id);
+    const enrolled = await s.call("POST", "/v1/enroll", {
+      body: { code: reg.enrollmentCode, publicKey: await hostPublicKeyPem() },
+    });
+    expect(enrolled.status).toBe(201);
+    // The clock is held still: every renewal below happens in the same second.
+    const frozen = new Date(Date.now());
+    const realNow = Date.now;
+    Date.now = () => frozen.getTime();
+    try {
+      let token = enrolled.body.hostToken as string;
+      const fingerprints = new Set<string>([enrolled.body.fingerprint]);
+      let refused: Reply | undefined;
+      for (let i = 0; i < 12 && refused === undefined; i++) {
+        const r = await s.call("POST", "/v1/renew", { token, body: {} });
+        if (r.status === 201) {
+          expect(fingerprints.has(r.body.fingerprint)).toBe(false);
+          fingerprints.add(r.body.fingerprint);
+          token = r.body.hostToken;
+        } else {
+          refused = r;
+        }
+      }
+      expect(refused?.status).toBe(429);
+      expect(refused?.body.error.code).toBe("rate_limited");
+      expect(refused?.headers.get("retry-after")).toBe("1");
+      // The refused renewal wrote nothing: the token it presented still works a second later.
+      Date.now = () => frozen.getTime() + 1000;
+      const later = await s.call("POST", "/v1/renew", { token, body: {} });
+      expect(later.status, JSON.stringify(later.body)).toBe(201);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   it("blocks a host: its certificates join the blocklist, readable by admins", async () => {
     const net = await createNetwork();
     const reg = await registerHost(net.id);

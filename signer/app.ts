@@ -71,7 +71,10 @@ export function createSignerApp(deps: SignerDeps): SignerApp & { runtime: Signer
         detail: e instanceof Error ? e.message.slice(0, 300) : undefined,
       });
     }
-    return c.json(body, status as 400, { [TRACE_ID_HEADER]: traceId, "x-keyhole-error": code });
+    const headers: Record<string, string> = { [TRACE_ID_HEADER]: traceId, "x-keyhole-error": code };
+    const retryAfter = body.error.details?.retryAfterSeconds;
+    if (typeof retryAfter === "number") headers["retry-after"] = String(retryAfter);
+    return c.json(body, status as 400, headers);
   });
 
   app.notFound((c) => {

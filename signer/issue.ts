@@ -19,6 +19,7 @@ import { KeyholeError } from "../core/errors.ts";
 import { type AuditBase, kmsAttemptEvents, requestIdsOf } from "./audit.ts";
 import { type EncryptionContext, isCustodyError, type KmsAttempt } from "./custody/types.ts";
 import { certCurve, type SignerRuntime, wholeSeconds } from "./runtime.ts";
+import { sameCertificateTooSoon } from "./store/refusals.ts";
 import type {
   AuditEventInput,
   CaRecord,
@@ -66,6 +67,9 @@ export type IssueOutcome<R> =
   | { replayed: true; response: R };
 
 const caCertCache = new Map<string, NebulaCertificate>();
+
+/** Identical certificates for one key within one second that are made distinct (by notAfter). */
+const SAME_SECOND_REPEATS = 5;
 
 /**
  * Issuances that share one decrypt get the same plaintext buffer from custody; they share one
@@ -203,12 +207,14 @@ export async function issueHostCert<R>(
     opened = await rt.custody.openCaKey(ca.id, ca.sealedKeys, context, async (plaintext) => {
       const signer = await signerFor(certCurve(network.curve), plaintext);
       // The same key renewed within one second would give byte-identical certificates (one
-      // fingerprint); such a repeat ends one second earlier instead.
-      for (let back = 0; ; back++) {
+      // fingerprint); such a repeat ends one second earlier instead, a few times, and past that
+      // the caller is told to come back in a second (nothing is written).
+      for (let back = 0; back <= SAME_SECOND_REPEATS; back++) {
         const shorter = new Date(notAfter.getTime() - back * 1000);
         const cert = await signCertificate({ ...details, notAfter: shorter }, caCert, signer);
-        if (back >= 5 || (await rt.store.getCertificate(cert.fingerprint)) === null) return cert;
+        if ((await rt.store.getCertificate(cert.fingerprint)) === null) return cert;
       }
+      throw sameCertificateTooSoon();
     });
   } catch (e) {
     await auditFailedOpen(rt, base, ca, req, e);

@@ -60,6 +60,7 @@ import {
   checkCidrsForVersion,
 } from "./addresses.ts";
 import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
+import { sameCertificateTooSoon } from "./refusals.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
 import type {
   AuditEventInput,
@@ -85,6 +86,7 @@ import type {
 import { createWriter, type JobResult, type TxState, type WriteTx } from "./writer.ts";
 
 export { canonicalJson, GENESIS_HASH, lastAuditHash } from "./audit.ts";
+export { sameCertificateTooSoon } from "./refusals.ts";
 export { hashSecret, newId } from "./secrets.ts";
 export type * from "./types.ts";
 
@@ -1111,6 +1113,7 @@ function constraintToApi(e: unknown): never {
       throw new KeyholeError("name_taken", "that name is already used", undefined, { cause: e });
     }
     if (/certificates\.idempotency_key/.test(msg)) throw idempotencyConflict();
+    if (/certificates\.fingerprint/.test(msg)) throw sameCertificateTooSoon(e);
     throw new KeyholeError("internal", "a record with this identity already exists", undefined, {
       cause: e,
     });
