@@ -328,19 +328,20 @@ describe("signer app", () => {
   it("renewing the same key many times within one second: distinct certificates, then 429 with Retry-After and nothing written", async () => {
     const net = await createNetwork();
     const reg = await registerHost(net.id);
-    const enrolled = await s.call("POST", "/v1/enroll", {
-      body: { code: reg.enrollmentCode, publicKey: await hostPublicKeyPem() },
-    });
-    expect(enrolled.status).toBe(201);
-    // The clock is held still: every renewal below happens in the same second.
+    // The clock is held still: the enrollment and every renewal below happen in the same second.
     const frozen = new Date(Date.now());
     const realNow = Date.now;
     Date.now = () => frozen.getTime();
     try {
+      const enrolled = await s.call("POST", "/v1/enroll", {
+        body: { code: reg.enrollmentCode, publicKey: await hostPublicKeyPem() },
+      });
+      expect(enrolled.status).toBe(201);
       let token = enrolled.body.hostToken as string;
       const fingerprints = new Set<string>([enrolled.body.fingerprint]);
       let refused: Reply | undefined;
       for (let i = 0; i < 12 && refused === undefined; i++) {
+        const before = await s.snapshot();
         const r = await s.call("POST", "/v1/renew", { token, body: {} });
         if (r.status === 201) {
           expect(fingerprints.has(r.body.fingerprint)).toBe(false);
@@ -348,8 +349,12 @@ describe("signer app", () => {
           token = r.body.hostToken;
         } else {
           refused = r;
+          // Refused before the CA key was opened: not even an audit row.
+          expect(await s.snapshot()).toEqual(before);
         }
       }
+      // The enrollment and five renewals: six distinct certificates in one second, then a refusal.
+      expect(fingerprints.size).toBe(6);
       expect(refused?.status).toBe(429);
       expect(refused?.body.error.code).toBe("rate_limited");
       expect(refused?.headers.get("retry-after")).toBe("1");

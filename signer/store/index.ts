@@ -10,6 +10,7 @@
  */
 import {
   and,
+  count,
   desc,
   eq,
   getTableColumns,
@@ -914,6 +915,15 @@ export function createSignerStore(
       read("reading the certificate", async () => {
         const [row] = await hot.certificate.all({ fingerprint });
         return row ? certRecord(row) : null;
+      }),
+
+    countCertificatesIssuedAt: (hostId, notBefore) =>
+      read("reading the host's certificates", async () => {
+        const rows = await orm
+          .select({ n: count() })
+          .from(certificates)
+          .where(and(eq(certificates.hostId, hostId), eq(certificates.notBefore, notBefore)));
+        return rows[0]?.n ?? 0;
       }),
 
     listCertificates: (hostId) =>

@@ -328,6 +328,8 @@ export interface SignerStore {
   /** The stored response for (org, key), null when none; idempotency_conflict when requestHash differs. */
   findIdempotentResponse(org: string, key: string, requestHash: string): Promise<unknown | null>;
   getCertificate(fingerprint: string): Promise<CertificateRecord | null>;
+  /** How many certificates the host was issued with this notBefore (whole seconds). */
+  countCertificatesIssuedAt(hostId: string, notBefore: Date): Promise<number>;
   listCertificates(hostId: string): Promise<CertificateRecord[]>;
 
   // audit
