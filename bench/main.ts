@@ -175,46 +175,15 @@ async function main(): Promise<void> {
     ["ceiling: edge alone (404, nothing relayed)", local.baselines?.edgeOnly],
     ["ceiling: edge → mTLS → signer → 401 (one read)", local.baselines?.relayRoundTrip],
   ];
-  for (const [name, r] of ceilings) {
-    if (!r) continue;
-    rows.push([
-      name,
-      "64",
-      fmt(r.perSecond),
-      fmt(r.p50Ms, 1),
-      fmt(r.p99Ms, 1),
-      String(r.errors),
-      "-",
-    ]);
-  }
+  for (const [name, r] of ceilings) if (r) rows.push(loadRow(name, r, "-"));
   for (const s of scenarios) {
     if ("skipped" in s.result) {
       rows.push([s.name, "-", `skipped: ${s.result.skipped}`, "", "", "", ""]);
       continue;
     }
-    for (const l of s.result.levels) {
-      rows.push([
-        s.name,
-        String(l.concurrency),
-        fmt(l.perSecond),
-        fmt(l.p50Ms, 1),
-        fmt(l.p99Ms, 1),
-        String(l.errors),
-        fmt(l.kmsDecryptsPerCert, 4),
-      ]);
-    }
+    for (const l of s.result.levels) rows.push(loadRow(s.name, l, fmt(l.kmsDecryptsPerCert, 4)));
   }
-  if ("perSecond" in cfssl) {
-    rows.push([
-      "cfssl serve (P-256 CSR)",
-      "64",
-      fmt(cfssl.perSecond),
-      fmt(cfssl.p50Ms, 1),
-      fmt(cfssl.p99Ms, 1),
-      String(cfssl.errors),
-      "-",
-    ]);
-  }
+  if ("perSecond" in cfssl) rows.push(loadRow("cfssl serve (P-256 CSR)", cfssl, "-"));
   const table = markdownTable(rows);
   const signTable = markdownTable([
     [
@@ -258,6 +227,19 @@ async function main(): Promise<void> {
     log(`results written to ${file}`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+}
+
+/** One row of the end-to-end table: scenario, concurrency, rate, latency, errors, KMS column. */
+function loadRow(name: string, r: LoadResult, kms: string): string[] {
+  return [
+    name,
+    String(r.concurrency),
+    fmt(r.perSecond),
+    fmt(r.p50Ms, 1),
+    fmt(r.p99Ms, 1),
+    String(r.errors),
+    kms,
+  ];
 }
 
 function markdownTable(rows: string[][]): string {

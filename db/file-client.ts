@@ -217,7 +217,7 @@ export function createFileClient(options: FileClientOptions): Client {
       return closed;
     },
     execute(stmtOrSql: InStatement | string, args?: InArgs): Promise<ResultSet> {
-      const stmt = typeof stmtOrSql === "string" ? { sql: stmtOrSql, args: args ?? [] } : stmtOrSql;
+      const stmt = normalize(stmtOrSql, args);
       return withConnection((c) => c.execute(stmt));
     },
     batch(stmts, mode = "deferred") {
@@ -291,8 +291,7 @@ function fileTransaction(c: CachedConnection, release: (c: CachedConnection) => 
       return held === null;
     },
     async execute(stmtOrSql: InStatement | string, args?: InArgs) {
-      const stmt = typeof stmtOrSql === "string" ? { sql: stmtOrSql, args: args ?? [] } : stmtOrSql;
-      return live().execute(stmt);
+      return live().execute(normalize(stmtOrSql, args));
     },
     async batch(stmts: BatchItem[]) {
       const conn = live();
@@ -349,8 +348,9 @@ function beginOf(mode: TransactionMode): string {
   throw new RangeError(`unknown transaction mode ${String(mode)}`);
 }
 
-function normalize(stmt: InStatement): { sql: string; args: InArgs } {
-  if (typeof stmt === "string") return { sql: stmt, args: [] };
+/** `execute(sql, args)` and `execute({ sql, args })` alike. */
+function normalize(stmt: InStatement, args?: InArgs): { sql: string; args: InArgs } {
+  if (typeof stmt === "string") return { sql: stmt, args: args ?? [] };
   return { sql: stmt.sql, args: stmt.args ?? [] };
 }
 

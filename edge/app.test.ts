@@ -6,11 +6,11 @@
 
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type DevIssuer, startDevIssuer } from "../cli/dev/issuer.ts";
+import { freePort } from "../cli/dev/moto.ts";
 import { makeRelayPki, type RelayPki } from "../cli/dev/pki.ts";
 import { createOidcVerifier, oidcOptionsFromEnv } from "../core/auth/index.ts";
 import { MAX_BODY_BYTES } from "../core/contract/index.ts";
@@ -158,10 +158,7 @@ describe("OIDC tokens refused with 401", () => {
   }
 
   it("answers 503 issuer_unavailable (not 401) when the token's issuer cannot be read, and relays nothing", async () => {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const gone = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    await new Promise<void>((r) => server.close(() => r()));
+    const gone = `http://127.0.0.1:${await freePort()}`;
     const token = await issuer.mint({ org: "org-x", scope: ALL_SCOPES }, { issuer: gone });
     const res = await makeEdge({ KEYHOLE_OIDC_ISSUERS: gone }).request("/v1/networks", {
       headers: { authorization: `Bearer ${token}` },

@@ -21,7 +21,7 @@ import { readJsonBody } from "./body.ts";
 import type { EdgeConfig, SignerSite } from "./config.ts";
 import type { RateBucket, RateDecision, RateLimiter } from "./limiter.ts";
 import { DOCS_HTML, openApiDocument } from "./openapi.ts";
-import type { RelayAttempt, SignerRelay } from "./relay.ts";
+import { type RelayAttempt, relayAttemptsOf, type SignerRelay } from "./relay.ts";
 import { IdempotencyKeySchema, ResourceIdSchema, ROUTES, type RouteSpec } from "./routes.ts";
 import { relayTraceparent, type TraceContext, traceFromHeader } from "./trace.ts";
 
@@ -283,7 +283,7 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
           ...(near ? { near } : {}),
         })
         .catch((e: unknown) => {
-          c.set("relay", failedAttemptsOf(e));
+          c.set("relay", relayAttemptsOf(e));
           throw e;
         });
       c.set("region", result.region);
@@ -302,17 +302,4 @@ export function createEdgeApp(deps: EdgeDeps): Hono<EdgeEnv> {
     else app.post(route.path, relayHandler(route));
   }
   return app;
-}
-
-/** The regions a relay that found no signer tried (from its signer_unavailable details). */
-function failedAttemptsOf(e: unknown): RelayAttempt[] | undefined {
-  if (!isKeyholeError(e)) return undefined;
-  const regions = e.details?.regions;
-  if (!Array.isArray(regions)) return undefined;
-  return regions.map((r: { region?: unknown; error?: unknown }) => ({
-    region: String(r.region),
-    status: 0,
-    ms: 0,
-    error: String(r.error),
-  }));
 }

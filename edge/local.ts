@@ -37,7 +37,7 @@ export interface EdgeInMiniflareOptions {
 export interface EdgeInMiniflare {
   url: string;
   mf: Miniflare;
-  /** The last 1,000 relay attempts, read from the worker's log lines (for tests). */
+  /** The relay attempts of the last 1,000 requests, read from the worker's log lines (for tests). */
   relayed: RelayedRequest[];
   /** The worker's log line for one request (by trace id), once workerd has written it. */
   requestLog(traceId: string, timeoutMs?: number): Promise<EdgeLogLine>;
@@ -150,7 +150,9 @@ export async function startEdgeInMiniflare(
   return {
     url,
     mf,
-    relayed: log.relayed,
+    get relayed() {
+      return log.relayed();
+    },
     requestLog: log.waitFor,
     async dispose() {
       await mf.dispose();
@@ -167,12 +169,23 @@ function workerLog(signersVar: string | undefined) {
   } catch {
     // A misconfigured edge answers 500 before it relays anything.
   }
-  const relayed: RelayedRequest[] = [];
   const lines = new Map<string, EdgeLogLine>();
   const waiters = new Map<string, ((line: EdgeLogLine) => void)[]>();
   const KEEP = 1000;
   return {
-    relayed,
+    /** Every relay attempt of the lines kept, oldest first. */
+    relayed(): RelayedRequest[] {
+      return [...lines.values()].flatMap((line) =>
+        (line.relay ?? []).map((a) => ({
+          traceId: line.traceId,
+          method: line.method,
+          route: line.route,
+          region: a.region,
+          regionUrl: regionUrls.get(a.region) ?? "",
+          status: a.status,
+        })),
+      );
+    },
     read(text: string) {
       let line: EdgeLogLine;
       try {
@@ -181,17 +194,6 @@ function workerLog(signersVar: string | undefined) {
         return;
       }
       if (line?.msg !== "edge request" || typeof line.traceId !== "string") return;
-      for (const a of line.relay ?? []) {
-        relayed.push({
-          traceId: line.traceId,
-          method: line.method,
-          route: line.route,
-          region: a.region,
-          regionUrl: regionUrls.get(a.region) ?? "",
-          status: a.status,
-        });
-      }
-      if (relayed.length > KEEP) relayed.splice(0, relayed.length - KEEP);
       lines.set(line.traceId, line);
       if (lines.size > KEEP) lines.delete(lines.keys().next().value as string);
       for (const done of waiters.get(line.traceId) ?? []) done(line);

@@ -102,6 +102,19 @@ function isSignerError(body: ArrayBuffer): boolean {
   }
 }
 
+/** The attempts of a relay that reached no signer, kept with the error it threw. */
+const attemptsOfFailure = new WeakMap<object, RelayAttempt[]>();
+
+function withAttempts<E extends object>(attempts: RelayAttempt[], error: E): E {
+  attemptsOfFailure.set(error, attempts);
+  return error;
+}
+
+/** Every region a failed relay tried (region, status, time, error), for the edge's log line. */
+export function relayAttemptsOf(error: unknown): RelayAttempt[] | undefined {
+  return typeof error === "object" && error !== null ? attemptsOfFailure.get(error) : undefined;
+}
+
 export function createSignerRelay(options: SignerRelayOptions): SignerRelay {
   const now = options.now ?? Date.now;
   const regions = [...options.regions];
@@ -185,16 +198,19 @@ export function createSignerRelay(options: SignerRelayOptions): SignerRelay {
       }
       if (lastAnswer) return { ...lastAnswer, attempts };
       const tried = attempts.map((a) => `${a.region}: ${a.error ?? a.status}`).join("; ");
-      throw new KeyholeError(
-        "signer_unavailable",
-        "no signer region could be reached; try again shortly",
-        {
-          regions: attempts.map((a) => ({
-            region: a.region,
-            error: a.error ?? `status ${a.status}`,
-          })),
-        },
-        { cause: new Error(tried) },
+      throw withAttempts(
+        attempts,
+        new KeyholeError(
+          "signer_unavailable",
+          "no signer region could be reached; try again shortly",
+          {
+            regions: attempts.map((a) => ({
+              region: a.region,
+              error: a.error ?? `status ${a.status}`,
+            })),
+          },
+          { cause: new Error(tried) },
+        ),
       );
     },
     async health(headers) {

@@ -3,7 +3,6 @@
  * edge), with the scope the route needs; or a host token. The actor string that audit rows carry is
  * made here.
  */
-import { createHash } from "node:crypto";
 import type { Context } from "hono";
 import { bearerCredential } from "../core/auth/bearer.ts";
 import { requireScope, type UserPrincipal } from "../core/auth/principal.ts";
@@ -41,13 +40,8 @@ export function looksLikeJwt(credential: string): boolean {
   return credential.split(".").length === 3;
 }
 
-/**
- * SHA-256 of UTF-8 text, hex. Synchronous node:crypto: on Bun, WebCrypto's async digest cost about
- * 90 us a call under load (a thread hop per call), more than the hashing of a short string.
- */
-export function sha256Hex(text: string): string {
-  return createHash("sha256").update(text, "utf8").digest("hex");
-}
+/** SHA-256 of UTF-8 text, hex (request hashes, credential scopes): the store's own hashing. */
+export { hashSecret as sha256Hex } from "./store/secrets.ts";
 
 /** The Idempotency-Key header, checked: printable, at most 255 characters. */
 export function idempotencyKeyOf(c: Context): string | undefined {

@@ -2,10 +2,10 @@
  * OIDC verification against a real issuer over HTTP (the dev issuer: discovery + JWKS on loopback).
  * Each refusal is its own test and must say which check failed.
  */
-import { createServer } from "node:http";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DevIssuer, startDevIssuer } from "../../cli/dev/issuer.ts";
+import { freePort } from "../../cli/dev/moto.ts";
 import { KeyholeError } from "../errors.ts";
 import { bearerCredential } from "./bearer.ts";
 import { ConfigError, oidcOptionsFromEnv } from "./env.ts";
@@ -191,10 +191,7 @@ describe("createOidcVerifier", () => {
 
 describe("an issuer that cannot be read: 503 issuer_unavailable, never a 401 for a good token", () => {
   it("an issuer nobody answers for: the discovery fails, and nothing is cached", async () => {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const closed = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    await new Promise<void>((r) => server.close(() => r()));
+    const closed = `http://127.0.0.1:${await freePort()}`;
     const v = createOidcVerifier({ issuers: [closed], audience: "keyhole-test" });
     const token = await issuer.mint(admin, { issuer: closed });
     for (let i = 0; i < 2; i++) {

@@ -7,7 +7,13 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, formatCidr, is4In6, isUnspecified, parseCidr } from "./ip.ts";
-import { type CertVersion, CURVE_WIRE, type Curve, type NebulaCertificate } from "./types.ts";
+import {
+  type CertVersion,
+  CURVE_WIRE,
+  type Curve,
+  type NebulaCertificate,
+  type WireDetails,
+} from "./types.ts";
 import {
   decodeV1,
   encodeV1,
@@ -24,19 +30,7 @@ import {
   v2FingerprintInput,
 } from "./v2.ts";
 
-/** Details in wire form: parsed networks, whole seconds, issuer bytes. */
-export interface WireDetails {
-  name: string;
-  networks: Cidr[];
-  unsafeNetworks: Cidr[];
-  groups: string[];
-  isCA: boolean;
-  notBefore: number;
-  notAfter: number;
-  issuer: Uint8Array;
-  publicKey: Uint8Array;
-  curve: Curve;
-}
+export type { WireDetails };
 
 export const PUBLIC_KEY_LENGTH: Record<Curve, number> = { CURVE25519: 32, P256: 65 };
 

@@ -3,6 +3,8 @@
  * versions, with networks as CIDR text and times as whole-second Dates.
  */
 
+import type { Cidr } from "./ip.ts";
+
 export type Curve = "CURVE25519" | "P256";
 export type CertVersion = 1 | 2;
 
@@ -38,4 +40,21 @@ export const CURVE_WIRE: Record<Curve, number> = { CURVE25519: 0, P256: 1 };
 
 export function curveFromWire(n: number): Curve | undefined {
   return n === 0 ? "CURVE25519" : n === 1 ? "P256" : undefined;
+}
+
+/**
+ * Certificate details in wire form, as both encodings carry them: parsed networks, whole seconds,
+ * issuer bytes (the CA's fingerprint, empty for a self-signed CA).
+ */
+export interface WireDetails {
+  name: string;
+  networks: Cidr[];
+  unsafeNetworks: Cidr[];
+  groups: string[];
+  isCA: boolean;
+  notBefore: number;
+  notAfter: number;
+  issuer: Uint8Array;
+  publicKey: Uint8Array;
+  curve: Curve;
 }

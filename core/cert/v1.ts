@@ -7,21 +7,10 @@
 import pb from "protobufjs/minimal.js";
 import { CertError } from "./errors.ts";
 import { type Cidr, formatCidr, parseCidr } from "./ip.ts";
-import { CURVE_WIRE, type Curve, curveFromWire } from "./types.ts";
+import { CURVE_WIRE, type Curve, curveFromWire, type WireDetails } from "./types.ts";
 
 /** The fields v1 carries, already parsed; `issuer` is raw bytes. */
-export interface V1Fields {
-  name: string;
-  networks: Cidr[];
-  unsafeNetworks: Cidr[];
-  groups: string[];
-  notBefore: number;
-  notAfter: number;
-  publicKey: Uint8Array;
-  isCA: boolean;
-  issuer: Uint8Array;
-  curve: Curve;
-}
+export type V1Fields = WireDetails;
 
 const WIRE_VARINT = 0;
 const WIRE_BYTES = 2;

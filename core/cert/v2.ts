@@ -14,7 +14,7 @@ import {
 } from "./der.ts";
 import { CertError } from "./errors.ts";
 import type { Cidr } from "./ip.ts";
-import { CURVE_WIRE, type Curve, curveFromWire } from "./types.ts";
+import { CURVE_WIRE, type Curve, curveFromWire, type WireDetails } from "./types.ts";
 
 /** Nebula refuses certificates larger than this. */
 export const MAX_CERTIFICATE_SIZE = 65536;
@@ -33,18 +33,7 @@ const TAG_NOT_BEFORE = 0x85;
 const TAG_NOT_AFTER = 0x86;
 const TAG_ISSUER = 0x87;
 
-export interface V2Fields {
-  name: string;
-  networks: Cidr[];
-  unsafeNetworks: Cidr[];
-  groups: string[];
-  isCA: boolean;
-  notBefore: number;
-  notAfter: number;
-  issuer: Uint8Array;
-  curve: Curve;
-  publicKey: Uint8Array;
-}
+export type V2Fields = WireDetails;
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 const utf8Encoder = new TextEncoder();

@@ -20,6 +20,7 @@ export function mintSecret(prefix: string): MintedSecret {
   return { value, hash: hashSecret(value) };
 }
 
+/** SHA-256 of UTF-8 text, hex: synchronous node:crypto (WebCrypto's async digest costs far more per call on Bun). */
 export function hashSecret(value: string): string {
   return createHash("sha256").update(value, "utf8").digest("hex");
 }
