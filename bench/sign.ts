@@ -1,7 +1,9 @@
 /**
  * Signing speed: host certificates per second through core/cert's `signCertificate` (v1/v2 x
  * Curve25519/P-256), measured in the same run against
- *   - a raw WebCrypto sign loop over a message of the same size (the ceiling; target ratio >= 0.85),
+ *   - a raw WebCrypto sign loop over a message of the same size (target ratio >= 0.85),
+ *   - a raw node:crypto one-shot sign loop, the primitive signCertificate uses where the runtime has
+ *     it: what is left between the two is the library's own work (validation, encoding, hashing),
  *   - the same signing with the pure-JS @noble/curves signer (for runtimes without WebCrypto Ed25519),
  *   - a `nebula-cert sign` loop, one process per certificate, as people script it today.
  * Each measurement is the median of several short rounds, configurations interleaved so that drift
@@ -25,6 +27,7 @@ import {
   signCertificate,
   signerFromPrivateKey,
 } from "../core/cert/index.ts";
+import { nodeCrypto } from "../core/cert/native.ts";
 
 const run = promisify(execFile);
 
@@ -56,6 +59,10 @@ export interface SignBenchRow {
   rawWebCryptoPerSec: number;
   /** signCertificate / raw WebCrypto: the median of the per-round ratios. */
   ratio: number;
+  /** Raw node:crypto one-shot signs per second over `messageBytes` bytes; null without node:crypto. */
+  rawNodeCryptoPerSec: number | null;
+  /** signCertificate / raw node:crypto (what the library's own work costs); null without it. */
+  ratioVsNodeCrypto: number | null;
   /** signCertificate with the @noble/curves signer, certificates per second. */
   noblePerSec: number;
   /** noble / WebCrypto signCertificate: the median of the per-round ratios. */
@@ -93,6 +100,8 @@ interface Fixture {
   message: Uint8Array<ArrayBuffer>;
   rawKey: CryptoKey;
   rawAlgorithm: AlgorithmIdentifier | EcdsaParams;
+  /** The same raw key as a node:crypto key object, when the runtime has node:crypto. */
+  rawNodeKey: import("node:crypto").KeyObject | null;
 }
 
 export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchResult> {
@@ -105,6 +114,7 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
     { key: "lib", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.signer) },
     { key: "signer", step: (f) => f.signer.sign(f.message) },
     { key: "raw", step: (f) => crypto.subtle.sign(f.rawAlgorithm, f.rawKey, f.message) },
+    ...(nodeCrypto ? [{ key: "rawNode", step: async (f: Fixture) => rawNodeSign(f) }] : []),
     { key: "noble", step: (f, i) => signCertificate(hostDetails(f, i), f.ca, f.noble) },
   ];
   const samples = new Map<string, number[]>();
@@ -141,6 +151,8 @@ export async function benchSign(opts: SignBenchOptions = {}): Promise<SignBenchR
       signerPerSec: at("signer"),
       rawWebCryptoPerSec: raw,
       ratio: paired("lib", "raw"),
+      rawNodeCryptoPerSec: nodeCrypto ? at("rawNode") : null,
+      ratioVsNodeCrypto: nodeCrypto ? paired("lib", "rawNode") : null,
       noblePerSec: noble,
       nobleVsWebCrypto: paired("noble", "lib"),
       nebulaCertPerSec: nebula.rates?.get(`${f.version}/${f.curve}`) ?? null,
@@ -166,6 +178,8 @@ export function formatSignBench(result: SignBenchResult): string {
     "CaSigner.sign/s",
     "raw WebCrypto/s",
     "ratio",
+    "raw node:crypto/s",
+    "÷node:crypto",
     "noble/s",
     "noble÷WebCrypto",
     "nebula-cert/s",
@@ -176,6 +190,8 @@ export function formatSignBench(result: SignBenchResult): string {
     r.signerPerSec.toFixed(0),
     r.rawWebCryptoPerSec.toFixed(0),
     `${r.ratio.toFixed(2)}${r.ratio >= result.target ? "" : " (below target)"}`,
+    r.rawNodeCryptoPerSec === null ? "-" : r.rawNodeCryptoPerSec.toFixed(0),
+    r.ratioVsNodeCrypto === null ? "-" : r.ratioVsNodeCrypto.toFixed(2),
     r.noblePerSec.toFixed(0),
     r.nobleVsWebCrypto.toFixed(2),
     r.nebulaCertPerSec === null ? "-" : r.nebulaCertPerSec.toFixed(1),
@@ -226,6 +242,7 @@ async function makeFixture(version: CertVersion, curve: Curve): Promise<Fixture>
     message: new Uint8Array(0),
     rawKey: undefined as unknown as CryptoKey,
     rawAlgorithm: { name: "Ed25519" },
+    rawNodeKey: null,
   };
   const sample = await signCertificate(hostDetails(f, 0), ca, signer);
   f.message = crypto.getRandomValues(new Uint8Array(sample.raw.length - sample.signature.length));
@@ -244,8 +261,17 @@ async function makeFixture(version: CertVersion, curve: Curve): Promise<Fixture>
     f.rawKey = pair.privateKey;
     f.rawAlgorithm = { name: "ECDSA", hash: "SHA-256" } as EcdsaParams;
   }
+  f.rawNodeKey = nodeCrypto ? nodeCrypto.KeyObject.from(f.rawKey) : null;
   keys.privateKey.fill(0);
   return f;
+}
+
+/** One raw node:crypto signature as signCertificate's signer makes it (P-256 as r||s, like WebCrypto). */
+function rawNodeSign(f: Fixture): Uint8Array {
+  if (!nodeCrypto || !f.rawNodeKey) throw new Error("node:crypto is not available");
+  return f.curve === "CURVE25519"
+    ? nodeCrypto.sign(null, f.message, f.rawNodeKey)
+    : nodeCrypto.sign("sha256", f.message, { key: f.rawNodeKey, dsaEncoding: "ieee-p1363" });
 }
 
 function hostDetails(f: Fixture, i: number) {

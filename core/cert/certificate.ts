@@ -3,10 +3,10 @@
  * fingerprint, the rules Nebula applies to every certificate's details, and the JSON that
  * `nebula-cert print -json` (1.11) shows.
  */
-import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, formatCidr, is4In6, isUnspecified, parseCidr } from "./ip.ts";
+import { sha256HexOf } from "./native.ts";
 import {
   type CertVersion,
   CURVE_WIRE,
@@ -14,13 +14,7 @@ import {
   type NebulaCertificate,
   type WireDetails,
 } from "./types.ts";
-import {
-  decodeV1,
-  encodeV1,
-  encodeV1Details,
-  encodeV1Prefix,
-  encodeV1SignatureField,
-} from "./v1.ts";
+import { decodeV1, encodeV1, encodeV1Details, encodeV1FromDetails } from "./v1.ts";
 import {
   decodeV2,
   encodeV2,
@@ -196,14 +190,14 @@ export function assembleCertificate(
   rawDetails?: Uint8Array,
   issuerHex?: string,
 ): NebulaCertificate {
-  // sha256 in JS: a WebCrypto digest costs several times more CPU for inputs this small.
+  // A synchronous hash (native.ts): a WebCrypto digest costs several times more for inputs this small.
   if (version === 1) {
     const raw = encodeV1(d, signature);
-    return model(1, d, signature, raw, bytesToHex(sha256(raw)), issuerHex);
+    return model(1, d, signature, raw, sha256HexOf(raw), issuerHex);
   }
   const details = rawDetails ?? encodeV2Details(d);
   const raw = encodeV2(details, d.curve, d.publicKey, signature);
-  const fp = bytesToHex(sha256(v2FingerprintInput(details, d.curve, d.publicKey, signature)));
+  const fp = sha256HexOf(v2FingerprintInput(details, d.curve, d.publicKey, signature));
   return model(2, d, signature, raw, fp, issuerHex);
 }
 
@@ -237,24 +231,17 @@ export function prepareCertificate(
   const base = model(version, d, new Uint8Array(0), new Uint8Array(0), "", issuerHex);
   if (version === 1) {
     // RawNebulaCertificate: field 1 = details, field 2 = signature; fingerprint = sha256(all).
-    const prefix = encodeV1Prefix(parts.details);
-    const hash = sha256.create().update(prefix);
     return (signature) => {
-      const tail = encodeV1SignatureField(signature);
-      const raw = new Uint8Array(prefix.length + tail.length);
-      raw.set(prefix);
-      raw.set(tail, prefix.length);
       base.signature = signature;
-      base.raw = raw;
-      base.fingerprint = bytesToHex(hash.update(tail).digest());
+      base.raw = encodeV1FromDetails(parts.details, signature);
+      base.fingerprint = sha256HexOf(base.raw);
       return base;
     };
   }
-  const hash = sha256.create().update(parts.toSign);
   return (signature) => {
     base.signature = signature;
     base.raw = encodeV2(parts.details, d.curve, d.publicKey, signature);
-    base.fingerprint = bytesToHex(hash.update(signature).digest());
+    base.fingerprint = sha256HexOf(parts.toSign, signature);
     return base;
   };
 }
@@ -349,10 +336,8 @@ export function encodeCertificate(cert: NebulaCertificate): Uint8Array {
 /** Recomputes a fingerprint for other signature bytes (P-256 signatures have two valid forms). */
 export function fingerprintWithSignature(cert: NebulaCertificate, signature: Uint8Array): string {
   const d = wireDetailsOf(cert);
-  if (cert.version === 1) return bytesToHex(sha256(encodeV1(d, signature)));
-  return bytesToHex(
-    sha256(v2FingerprintInput(encodeV2Details(d), d.curve, d.publicKey, signature)),
-  );
+  if (cert.version === 1) return sha256HexOf(encodeV1(d, signature));
+  return sha256HexOf(v2FingerprintInput(encodeV2Details(d), d.curve, d.publicKey, signature));
 }
 
 function goTime(d: Date): string {

@@ -6,6 +6,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { assembleCertificate, type WireDetails } from "./certificate.ts";
+import { derIntegerValue } from "./der.ts";
 import {
   CertError,
   type CertVersion,
@@ -186,5 +187,32 @@ describe("PEM and CIDR text", () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe("DER integers", () => {
+  // Reference: the shortest big-endian two's complement, from BigInt arithmetic.
+  const reference = (n: number): number[] => {
+    for (let len = 1; ; len++) {
+      const bits = BigInt(len * 8);
+      const min = -(1n << (bits - 1n));
+      if (BigInt(n) >= min && BigInt(n) < -min) {
+        const u = BigInt.asUintN(len * 8, BigInt(n));
+        return Array.from({ length: len }, (_, i) =>
+          Number((u >> BigInt((len - 1 - i) * 8)) & 0xffn),
+        );
+      }
+    }
+  };
+
+  it("derIntegerValue is the minimal two's complement of every safe integer", () => {
+    fc.assert(
+      fc.property(fc.maxSafeInteger(), (n) => {
+        expect([...derIntegerValue(n)]).toEqual(reference(n));
+      }),
+      { numRuns: 5000 },
+    );
+    for (const n of [0, -1, 127, 128, -128, -129, 255, 256, -32769, 2 ** 32])
+      expect([...derIntegerValue(n)]).toEqual(reference(n));
   });
 });

@@ -127,16 +127,16 @@ export function derElement(tag: number, ...parts: Uint8Array[]): Uint8Array {
 
 /** Minimal two's-complement encoding of a safe integer. */
 export function derIntegerValue(n: number): Uint8Array {
-  const bytes: number[] = [];
+  // Count the bytes first (at most 8 for a safe integer), then write them from the end.
+  let len = 1;
+  for (let v = n; v > 127 || v < -128; v = Math.floor(v / 256)) len++;
+  const out = new Uint8Array(len);
   let v = n;
-  for (;;) {
-    const byte = ((v % 256) + 256) % 256;
-    bytes.unshift(byte);
+  for (let i = len - 1; i >= 0; i--) {
+    out[i] = ((v % 256) + 256) % 256;
     v = Math.floor(v / 256);
-    const signOk = v === 0 ? (byte & 0x80) === 0 : v === -1 ? (byte & 0x80) !== 0 : false;
-    if (signOk) break;
   }
-  return Uint8Array.from(bytes);
+  return out;
 }
 
 /** The DER INTEGER value of a non-negative magnitude (leading zeros dropped, sign byte added). */

@@ -47,6 +47,7 @@ export {
   nobleSignerFromPrivateKey,
   type SignMessage,
   signerFromPrivateKey,
+  webCryptoSignerFromPrivateKey,
 } from "./signer.ts";
 export type { CertificateDetails, CertVersion, Curve, NebulaCertificate } from "./types.ts";
 export { CaPool, type VerifyOptions, verifySignature } from "./verify.ts";

@@ -1,7 +1,7 @@
 /**
  * Signing and verification: every CA constraint refused on its own at signing and at
  * verification, tampering, validity windows, blocklists (both P-256 signature forms), high-S
- * signatures, curve and key mismatches.
+ * signatures, curve and key mismatches, and the three signer implementations.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { assembleCertificate, wireDetailsOf } from "./certificate.ts";
@@ -22,10 +22,19 @@ import {
   signCertificate,
   signerFromPrivateKey,
   verifySignature,
+  webCryptoSignerFromPrivateKey,
 } from "./index.ts";
 import { compareCidr } from "./ip.ts";
 import { P256_ORDER } from "./keys.ts";
-import { encodeDerSignature, normalizeLowS, parseDerSignature, swapS } from "./signer.ts";
+import { nodeCrypto } from "./native.ts";
+import {
+  encodeDerSignature,
+  normalizeLowS,
+  p1363ToLowSDer,
+  parseDerSignature,
+  swapS,
+  verifyMessageSync,
+} from "./signer.ts";
 import { encodeV1Details } from "./v1.ts";
 import { encodeV2Details, v2SigningMessage } from "./v2.ts";
 
@@ -269,6 +278,84 @@ async function forge(d: Omit<CertificateDetails, "issuer">, ca: Ca): Promise<Neb
   if (d.curve === "P256") sig = normalizeLowS(sig);
   return assembleCertificate(d.version, wire, sig);
 }
+
+describe("signer implementations", () => {
+  const MESSAGES = Array.from({ length: 48 }, (_, i) =>
+    crypto.getRandomValues(new Uint8Array(100 + i)),
+  );
+
+  it("uses node:crypto where the runtime has it", () => {
+    expect(nodeCrypto).toBeDefined();
+  });
+
+  it.each(["CURVE25519", "P256"] as const)(
+    "%s: node:crypto, WebCrypto and noble signatures all verify; P-256 ones are low-S DER",
+    async (curve) => {
+      const keys = await generateCaKeyPair(curve);
+      const signers = {
+        default: await signerFromPrivateKey(curve, keys.privateKey),
+        webcrypto: await webCryptoSignerFromPrivateKey(curve, keys.privateKey),
+        noble: nobleSignerFromPrivateKey(curve, keys.privateKey),
+      };
+      for (const [name, signer] of Object.entries(signers)) {
+        if (!signer) throw new Error(`${name}: no signer`);
+        expect(signer.publicKey, name).toEqual(keys.publicKey);
+        for (const m of MESSAGES) {
+          const sig = await signer.sign(m);
+          expect(Object.getPrototypeOf(sig), name).toBe(Uint8Array.prototype);
+          expect(verifyMessageSync(curve, keys.publicKey, m, sig), name).toBe(true);
+          if (curve === "P256")
+            expect(parseDerSignature(sig).s <= P256_ORDER >> 1n, name).toBe(true);
+          const other = m.slice();
+          other[0] = (other[0] as number) ^ 1;
+          expect(verifyMessageSync(curve, keys.publicKey, other, sig), name).toBe(false);
+        }
+      }
+    },
+  );
+
+  it("r||s to low-S DER agrees with the general DER encoder for every shape of r and s", () => {
+    const shapes = (): Uint8Array[] => {
+      const rnd = () => crypto.getRandomValues(new Uint8Array(32));
+      const topSet = rnd();
+      topSet[0] = (topSet[0] as number) | 0x80;
+      const topClear = rnd();
+      topClear[0] = (topClear[0] as number) & 0x7f;
+      const leadingZeros = rnd();
+      leadingZeros.fill(0, 0, 3);
+      const zeroThenHigh = rnd();
+      zeroThenHigh[0] = 0;
+      zeroThenHigh[1] = (zeroThenHigh[1] as number) | 0x80;
+      const one = new Uint8Array(32);
+      one[31] = 1;
+      return [topSet, topClear, leadingZeros, zeroThenHigh, one, new Uint8Array(32)];
+    };
+    const big = (b: Uint8Array) => BigInt(`0x${Buffer.from(b).toString("hex")}`);
+    for (const r of shapes()) {
+      for (const s of shapes()) {
+        const sv = big(s) % P256_ORDER;
+        const der = p1363ToLowSDer(Uint8Array.from([...r, ...s]));
+        const low = sv > P256_ORDER >> 1n ? P256_ORDER - sv : sv;
+        if (big(s) < P256_ORDER) expect(der).toEqual(encodeDerSignature(big(r), low));
+        const back = parseDerSignature(der);
+        expect(back.r).toBe(big(r));
+        expect(back.s <= P256_ORDER >> 1n).toBe(true);
+      }
+    }
+    expect(() => p1363ToLowSDer(new Uint8Array(63))).toThrow(CertError);
+  });
+
+  it("refuses a private key of the wrong length before any runtime sees it", async () => {
+    for (const curve of ["CURVE25519", "P256"] as const) {
+      await expect(signerFromPrivateKey(curve, new Uint8Array(31))).rejects.toBeInstanceOf(
+        CertError,
+      );
+      await expect(webCryptoSignerFromPrivateKey(curve, new Uint8Array(31))).rejects.toBeInstanceOf(
+        CertError,
+      );
+    }
+  });
+});
 
 describe("P-256 signature forms", () => {
   it("accepts a high-S signature and blocks either fingerprint form", async () => {

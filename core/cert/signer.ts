@@ -1,8 +1,9 @@
 /**
- * CA signers and signature checks. The default signer imports the CA key once into native
- * WebCrypto (Ed25519, or ECDSA P-256 whose r||s output is turned into the DER, low-S form Nebula
- * stores) and falls back to @noble/curves where a runtime lacks it. The CryptoKey is cached in the
- * signer and is not extractable.
+ * CA signers and signature checks. The default signer imports the CA key once into the runtime's
+ * native crypto: node:crypto's one-shot sign where the runtime has it (Node, Bun, Deno; see
+ * native.ts for why), WebCrypto otherwise (workerd, browsers), @noble/curves where neither has the
+ * algorithm. ECDSA P-256 output (r||s) is turned into the DER, low-S form Nebula stores. The native
+ * key object is held only by the signer, and the caller zeroes the bytes it was made from.
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { p256 } from "@noble/curves/nist.js";
@@ -17,6 +18,7 @@ import {
 } from "./der.ts";
 import { CertError } from "./errors.ts";
 import { bytesToBigInt, checkPrivateKey, P256_ORDER } from "./keys.ts";
+import { type NodeCrypto, nodeCrypto } from "./native.ts";
 import type { Curve } from "./types.ts";
 
 /** Returns the signature bytes Nebula stores (Ed25519: 64 bytes; P-256: DER, low-S). */
@@ -114,7 +116,17 @@ function orderMinus(s: Uint8Array): Uint8Array {
   return out;
 }
 
-/** WebCrypto's r||s (64 bytes) -> DER with s in low form, as Nebula >= 1.10.3 writes. */
+/** Index of the first byte of a big-endian number's minimal form (the last byte for zero). */
+function minimalStart(n: Uint8Array): number {
+  let i = 0;
+  while (i < n.length - 1 && n[i] === 0) i++;
+  return i;
+}
+
+/**
+ * r||s (64 bytes, as WebCrypto and node:crypto's ieee-p1363 give it) -> DER with s in low form, as
+ * Nebula >= 1.10.3 writes. Written straight into one buffer: this runs on every P-256 signing.
+ */
 export function p1363ToLowSDer(sig: Uint8Array): Uint8Array {
   if (sig.length !== 64) {
     throw new CertError("bad_signature", "an ECDSA P-256 signature is 64 bytes r||s");
@@ -122,11 +134,25 @@ export function p1363ToLowSDer(sig: Uint8Array): Uint8Array {
   const r = sig.subarray(0, 32);
   let s = sig.subarray(32);
   if (greater(s, HALF_ORDER_BYTES)) s = orderMinus(s);
-  return derElement(
-    TAG_SEQUENCE,
-    derElement(TAG_INTEGER, derUnsignedIntegerValue(r)),
-    derElement(TAG_INTEGER, derUnsignedIntegerValue(s)),
-  );
+  const rAt = minimalStart(r);
+  const sAt = minimalStart(s);
+  // A leading 0x00 keeps a number whose top bit is set positive.
+  const rPad = (r[rAt] as number) & 0x80 ? 1 : 0;
+  const sPad = (s[sAt] as number) & 0x80 ? 1 : 0;
+  const rLen = 32 - rAt + rPad;
+  const sLen = 32 - sAt + sPad;
+  const body = 4 + rLen + sLen; // at most 70: every length fits the short form
+  const out = new Uint8Array(2 + body);
+  out[0] = TAG_SEQUENCE;
+  out[1] = body;
+  out[2] = TAG_INTEGER;
+  out[3] = rLen;
+  out.set(r.subarray(rAt), 4 + rPad);
+  const sTag = 4 + rLen;
+  out[sTag] = TAG_INTEGER;
+  out[sTag + 1] = sLen;
+  out.set(s.subarray(sAt), sTag + 2 + sPad);
+  return out;
 }
 
 // Signers made here already return low-S DER; signCertificate normalizes only the others.
@@ -173,25 +199,104 @@ export function nobleSignerFromPrivateKey(curve: Curve, privateKey: Uint8Array):
   });
 }
 
+type NodeJwk = import("node:crypto").JsonWebKey;
+
+/** A Buffer's bytes as a plain Uint8Array (no copy). */
+function plainBytes(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function p256Jwk(privateKey: Uint8Array, publicKey: Uint8Array): JsonWebKey {
+  return {
+    kty: "EC",
+    crv: "P-256",
+    d: base64url(privateKey),
+    x: base64url(publicKey.subarray(1, 33)),
+    y: base64url(publicKey.subarray(33, 65)),
+    ext: false,
+  };
+}
+
+/** node:crypto one-shot signing; null when the runtime refuses the key (then WebCrypto is tried). */
+function nodeCryptoSigner(
+  native: NodeCrypto,
+  curve: Curve,
+  privateKey: Uint8Array,
+  publicKey: Uint8Array,
+): CaSigner | null {
+  if (curve === "CURVE25519") {
+    const pkcs8 = concatBytes(ED25519_PKCS8_PREFIX, privateKey.subarray(0, 32));
+    let key: ReturnType<NodeCrypto["createPrivateKey"]>;
+    try {
+      key = native.createPrivateKey({ key: pkcs8 as Buffer, format: "der", type: "pkcs8" });
+    } catch {
+      return null;
+    } finally {
+      pkcs8.fill(0);
+    }
+    return { curve, publicKey, sign: async (m) => plainBytes(native.sign(null, m, key)) };
+  }
+  const jwk = p256Jwk(privateKey, publicKey);
+  let key: ReturnType<NodeCrypto["createPrivateKey"]>;
+  try {
+    key = native.createPrivateKey({ key: jwk as NodeJwk, format: "jwk" });
+  } catch {
+    return null;
+  } finally {
+    jwk.d = "";
+  }
+  const options = { key, dsaEncoding: "ieee-p1363" as const };
+  return trusted({
+    curve,
+    publicKey,
+    sign: async (m) => p1363ToLowSDer(plainBytes(native.sign("sha256", m, options))),
+  });
+}
+
 /**
- * Default signer: native WebCrypto when the runtime has the algorithm, @noble/curves otherwise.
- * The key is imported once, non-extractable; the caller may zero `privateKey` afterwards.
+ * Default signer: the runtime's native crypto (node:crypto, else WebCrypto) when it has the
+ * algorithm, @noble/curves otherwise. The key is imported once; the caller may zero `privateKey`
+ * afterwards.
  */
 export async function signerFromPrivateKey(
   curve: Curve,
   privateKey: Uint8Array,
 ): Promise<CaSigner> {
   checkPrivateKey(curve, privateKey, true);
-  const s = subtle();
-  if (!s) return nobleSignerFromPrivateKey(curve, privateKey);
   const publicKey = caPublicKeyOf(curve, privateKey);
+  return (
+    (nodeCrypto && nodeCryptoSigner(nodeCrypto, curve, privateKey, publicKey)) ??
+    (await webCryptoSigner(curve, privateKey, publicKey)) ??
+    nobleSignerFromPrivateKey(curve, privateKey)
+  );
+}
+
+/**
+ * The WebCrypto signer alone (non-extractable CryptoKey), as runtimes without node:crypto use it;
+ * null when the runtime's WebCrypto lacks the algorithm.
+ */
+export async function webCryptoSignerFromPrivateKey(
+  curve: Curve,
+  privateKey: Uint8Array,
+): Promise<CaSigner | null> {
+  checkPrivateKey(curve, privateKey, true);
+  return webCryptoSigner(curve, privateKey, caPublicKeyOf(curve, privateKey));
+}
+
+async function webCryptoSigner(
+  curve: Curve,
+  privateKey: Uint8Array,
+  publicKey: Uint8Array,
+): Promise<CaSigner | null> {
+  const s = subtle();
+  if (!s) return null;
   if (curve === "CURVE25519") {
     const pkcs8 = concatBytes(ED25519_PKCS8_PREFIX, privateKey.subarray(0, 32));
     let key: CryptoKey;
     try {
       key = await s.importKey("pkcs8", bufferSource(pkcs8), { name: "Ed25519" }, false, ["sign"]);
     } catch {
-      return nobleSignerFromPrivateKey(curve, privateKey);
+      return null;
     } finally {
       pkcs8.fill(0);
     }
@@ -202,19 +307,12 @@ export async function signerFromPrivateKey(
       sign: async (m) => new Uint8Array(await s.sign(algorithm, key, bufferSource(m))),
     };
   }
-  const jwk: JsonWebKey = {
-    kty: "EC",
-    crv: "P-256",
-    d: base64url(privateKey),
-    x: base64url(publicKey.subarray(1, 33)),
-    y: base64url(publicKey.subarray(33, 65)),
-    ext: false,
-  };
+  const jwk = p256Jwk(privateKey, publicKey);
   let key: CryptoKey;
   try {
     key = await s.importKey("jwk", jwk, { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
   } catch {
-    return nobleSignerFromPrivateKey(curve, privateKey);
+    return null;
   } finally {
     jwk.d = "";
   }

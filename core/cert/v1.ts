@@ -224,29 +224,43 @@ export function encodeV1Details(f: V1Fields): Uint8Array {
 
 /** The marshalled whole certificate (what the PEM holds and the fingerprint hashes). */
 export function encodeV1(f: V1Fields, signature: Uint8Array): Uint8Array {
-  const w = new pb.Writer();
-  w.uint32((1 << 3) | WIRE_BYTES).fork();
-  writeDetails(w, f).ldelim();
-  if (signature.length > 0) w.uint32((2 << 3) | WIRE_BYTES).bytes(signature);
-  return w.finish().slice();
+  return encodeV1FromDetails(encodeV1Details(f), signature);
 }
 
-/** The start of a marshalled certificate: field 1 holding already-marshalled details. */
-export function encodeV1Prefix(details: Uint8Array): Uint8Array {
-  return new pb.Writer()
-    .uint32((1 << 3) | WIRE_BYTES)
-    .bytes(details)
-    .finish()
-    .slice();
+function varintLength(n: number): number {
+  let len = 1;
+  for (let v = n; v >= 0x80; v >>>= 7) len++;
+  return len;
 }
 
-/** The end of a marshalled certificate: field 2, the signature. */
-export function encodeV1SignatureField(signature: Uint8Array): Uint8Array {
-  return new pb.Writer()
-    .uint32((2 << 3) | WIRE_BYTES)
-    .bytes(signature)
-    .finish()
-    .slice();
+function putVarint(out: Uint8Array, at: number, n: number): number {
+  let v = n;
+  let i = at;
+  while (v >= 0x80) {
+    out[i++] = (v & 0x7f) | 0x80;
+    v >>>= 7;
+  }
+  out[i++] = v;
+  return i;
+}
+
+/**
+ * The marshalled whole certificate from already-marshalled details and the signature: field 1
+ * (details) then field 2 (signature), written straight into one buffer.
+ */
+export function encodeV1FromDetails(details: Uint8Array, signature: Uint8Array): Uint8Array {
+  const sigField = signature.length > 0 ? 1 + varintLength(signature.length) + signature.length : 0;
+  const out = new Uint8Array(1 + varintLength(details.length) + details.length + sigField);
+  out[0] = (1 << 3) | WIRE_BYTES;
+  let at = putVarint(out, 1, details.length);
+  out.set(details, at);
+  at += details.length;
+  if (sigField > 0) {
+    out[at] = (2 << 3) | WIRE_BYTES;
+    at = putVarint(out, at + 1, signature.length);
+    out.set(signature, at);
+  }
+  return out;
 }
 
 /** v1 holds IPv4 only; parse CIDR text into what the encoder needs. */
