@@ -6,7 +6,8 @@
  *
  * Two clients share the database: `read` (a pool, for concurrent queries) and `write` (one
  * connection, used by exactly one writer at a time — the store serialises writes through it, which is
- * also what keeps the audit hash chain linear).
+ * also what keeps the audit hash chain linear). For files, statements prepared on `write` run inside
+ * the writer's open transaction, so the writer's hot statements are built once.
  */
 import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -40,6 +41,12 @@ export interface Database {
   readonly readClient: Client;
   readonly writeClient: Client;
   /**
+   * True when statements prepared on `write` run inside the writer's open transaction (file
+   * databases: one connection, see FileClientOptions.joinOpenTransaction). Otherwise statements of a
+   * transaction must be built on the transaction itself.
+   */
+  readonly writeJoinsTransaction: boolean;
+  /**
    * Replaces the write connection. Called after a storage failure: a connection that hit SQLITE_BUSY
    * or an I/O error can keep a statement in progress and refuse every later transaction.
    */
@@ -70,12 +77,17 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   let readClient: Client | undefined;
   let writeClient: Client | undefined;
   // Files go through the statement-caching client (db/file-client.ts); servers through @libsql/client.
-  const open = (concurrency: number): Client =>
+  const open = (concurrency: number, writer = false): Client =>
     kind === "file"
-      ? createFileClient({ path: filePathOf(url), timeoutMs: timeout, maxConnections: concurrency })
+      ? createFileClient({
+          path: filePathOf(url),
+          timeoutMs: timeout,
+          maxConnections: concurrency,
+          joinOpenTransaction: writer,
+        })
       : createClient({ ...base, concurrency });
   const openWriter = async (): Promise<Client> => {
-    const c = open(1);
+    const c = open(1, true);
     try {
       await c.execute("PRAGMA foreign_keys = ON");
     } catch (e) {
@@ -106,6 +118,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         return write;
       },
       readClient: rc,
+      writeJoinsTransaction: kind === "file",
       get writeClient() {
         return wc;
       },

@@ -126,6 +126,34 @@ describe("file client", () => {
     expect(rows.rows.map((r) => r.b)).toEqual(["kept"]);
   });
 
+  it("joinOpenTransaction: the owner's statements on the client run inside its open transaction", async () => {
+    const w = createFileClient({ path, joinOpenTransaction: true });
+    opened.push(w);
+    const reader = open(2);
+    const tx = await w.transaction("write");
+    await w.execute({ sql: "insert into t (b) values (?)", args: ["joined"] });
+    expect((await tx.execute("select count(*) as n from t")).rows[0]?.n).toBe(1);
+    expect((await reader.execute("select count(*) as n from t")).rows[0]?.n).toBe(0);
+    await tx.rollback();
+    expect((await w.execute("select count(*) as n from t")).rows[0]?.n).toBe(0);
+    const tx2 = await w.transaction("write");
+    await w.execute({ sql: "insert into t (b) values (?)", args: ["kept"] });
+    await tx2.commit();
+    // After the transaction ends, statements run on their own again.
+    await w.execute({ sql: "insert into t (b) values (?)", args: ["alone"] });
+    const rows = await reader.execute("select b from t order by a");
+    expect(rows.rows.map((r) => r.b)).toEqual(["kept", "alone"]);
+    // A failed joined statement is the transaction's to handle; the transaction stays usable.
+    const tx3 = await w.transaction("write");
+    await expect(
+      w.execute({ sql: "insert into t (b) values (?)", args: ["kept"] }),
+    ).rejects.toBeInstanceOf(LibsqlError);
+    await tx3.commit();
+    expect(() => createFileClient({ path, maxConnections: 2, joinOpenTransaction: true })).toThrow(
+      LibsqlError,
+    );
+  });
+
   it("batch is atomic: a failing statement leaves none of the batch", async () => {
     const c = open();
     await expect(

@@ -141,12 +141,24 @@ export interface FileClientOptions {
   timeoutMs?: number | undefined;
   /** Connections at most (each open transaction holds one). Default 1. */
   maxConnections?: number | undefined;
+  /**
+   * For a client with one connection owned by a single writer: a statement executed on the client
+   * while that writer's transaction holds the connection runs inside the transaction, instead of
+   * failing with TRANSACTION_ACTIVE. This lets statements prepared once on the client (drizzle's
+   * `.prepare()`) serve every transaction. Only the owner of the transaction may use the client.
+   */
+  joinOpenTransaction?: boolean | undefined;
 }
 
 /** Opens a `file:` database with statement caching; checks that it can be read before returning. */
 export function createFileClient(options: FileClientOptions): Client {
   // Every connection to `:memory:` would be a database of its own.
   const max = options.path === ":memory:" ? 1 : Math.max(1, options.maxConnections ?? 1);
+  if (options.joinOpenTransaction && max !== 1) {
+    throw new LibsqlError("joinOpenTransaction needs a client with one connection", "CLIENT_ERROR");
+  }
+  // The connection an open transaction holds (tracked only when statements may join it).
+  let inTransaction: CachedConnection | null = null;
   const idle: CachedConnection[] = [];
   const all = new Set<CachedConnection>();
   const waiters: { resolve: (c: CachedConnection) => void; reject: (e: unknown) => void }[] = [];
@@ -218,6 +230,15 @@ export function createFileClient(options: FileClientOptions): Client {
     },
     execute(stmtOrSql: InStatement | string, args?: InArgs): Promise<ResultSet> {
       const stmt = normalize(stmtOrSql, args);
+      const joined = inTransaction;
+      if (joined !== null) {
+        try {
+          checkOpen();
+          return Promise.resolve(joined.execute(stmt));
+        } catch (e) {
+          return Promise.reject(e);
+        }
+      }
       return withConnection((c) => c.execute(stmt));
     },
     batch(stmts, mode = "deferred") {
@@ -242,7 +263,12 @@ export function createFileClient(options: FileClientOptions): Client {
         release(c);
         throw e;
       }
-      return fileTransaction(c, release);
+      if (!options.joinOpenTransaction) return fileTransaction(c, release);
+      inTransaction = c;
+      return fileTransaction(c, (held) => {
+        if (inTransaction === held) inTransaction = null;
+        release(held);
+      });
     },
     executeMultiple(sql: string) {
       return withConnection((c) => {
@@ -265,6 +291,7 @@ export function createFileClient(options: FileClientOptions): Client {
     },
     close() {
       closed = true;
+      inTransaction = null;
       for (const c of all) c.close();
       all.clear();
       idle.length = 0;

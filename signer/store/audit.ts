@@ -14,6 +14,7 @@ import type { AuditRowView } from "../../core/contract/api.ts";
 import { KeyholeError } from "../../core/errors.ts";
 import { isStorageFailure, type Orm } from "../../db/client.ts";
 import { auditEvents } from "../../db/schema.ts";
+import { driverRow, type TxStatements } from "./statements.ts";
 import type { AuditChainReport, AuditEventInput } from "./types.ts";
 import type { TxState, WriteTx } from "./writer.ts";
 
@@ -66,17 +67,13 @@ export function auditHash(row: Omit<AuditRow, "seq" | "hash">): string {
  * before the transaction commits.
  */
 export async function appendAudit(
-  tx: WriteTx,
+  st: TxStatements,
   event: AuditEventInput,
   now: Date,
   state: TxState,
 ): Promise<AuditRowView> {
   if (state.chainHead === null) {
-    const last = await tx
-      .select({ hash: auditEvents.hash })
-      .from(auditEvents)
-      .orderBy(desc(auditEvents.seq))
-      .limit(1);
+    const last = await st.auditHead.all();
     state.chainHead = last[0]?.hash ?? GENESIS_HASH;
   }
   const prevHash = state.chainHead;
@@ -110,27 +107,40 @@ interface PendingAudit {
   view: AuditRowView;
 }
 
-/** Inserts the appended audit rows, in chain order, a few hundred per statement. */
-export async function flushPendingAudit(tx: WriteTx, state: TxState): Promise<void> {
+function auditUnavailable(e: unknown): never {
+  if (isStorageFailure(e)) throw e;
+  throw new KeyholeError("audit_unavailable", "the audit row could not be written", undefined, {
+    cause: e,
+  });
+}
+
+/**
+ * Inserts the appended audit rows in chain order: one prepared statement per row on a file, a few
+ * hundred rows per statement on a server (see TxStatements.rowByRow).
+ */
+export async function flushPendingAudit(
+  tx: WriteTx,
+  st: TxStatements,
+  state: TxState,
+): Promise<void> {
   const pending = state.pendingAudit as PendingAudit[];
   state.pendingAudit = [];
+  if (st.rowByRow) {
+    for (const p of pending) {
+      const [inserted] = await st.insertAudit
+        .all(driverRow(auditEvents, p.row))
+        .catch(auditUnavailable);
+      p.view.seq = inserted?.seq ?? 0;
+    }
+    return;
+  }
   for (let i = 0; i < pending.length; i += 200) {
     const chunk = pending.slice(i, i + 200);
     const inserted = await tx
       .insert(auditEvents)
       .values(chunk.map((p) => p.row))
       .returning({ id: auditEvents.id, seq: auditEvents.seq })
-      .catch((e: unknown) => {
-        if (isStorageFailure(e)) throw e;
-        throw new KeyholeError(
-          "audit_unavailable",
-          "the audit row could not be written",
-          undefined,
-          {
-            cause: e,
-          },
-        );
-      });
+      .catch(auditUnavailable);
     const seqs = new Map(inserted.map((r) => [r.id, r.seq]));
     for (const p of chunk) p.view.seq = seqs.get(p.row.id) ?? 0;
   }

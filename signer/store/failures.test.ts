@@ -11,7 +11,14 @@ import { isKeyholeError } from "../../core/errors.ts";
 import { openDatabase } from "../../db/client.ts";
 import { describeWith, type Tool } from "../../test/support/tools.ts";
 import { openSignerStore } from "./index.ts";
-import { auditEvent, certFor, networkInput, openTestStore, type TestStore } from "./testing.ts";
+import {
+  auditEvent,
+  certFor,
+  networkInput,
+  openTestStore,
+  STATEMENT_MODES,
+  type TestStore,
+} from "./testing.ts";
 import type { CaRecord, NetworkRecord } from "./types.ts";
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -64,165 +71,167 @@ function codesOf(results: PromiseSettledResult<unknown>[]): string[] {
   ];
 }
 
-beforeEach(async () => {
-  t = await openTestStore({ busyTimeoutMs: 200 });
-  net = await t.store.createNetwork(networkInput("org-a", "prod", ["10.1.0.0/16"], t.clock.now));
-  ca = await t.store.getActiveCa(net.id);
-  await issue(3);
-});
-afterEach(async () => {
-  try {
-    execFileSync("chattr", ["-i", t.path, `${t.path}-wal`], { stdio: "ignore" });
-  } catch {
-    // not set or not supported
-  }
-  await t.cleanup();
-});
-
-describe("locked by another connection", () => {
-  it("a write transaction held elsewhere => storage_unavailable after the busy timeout, nothing written; recovers after", async () => {
-    const before = await rowCounts(t.url);
-    const other = createClient({ url: t.url });
-    const held = await other.transaction("write");
-    await held.execute(
-      "INSERT INTO idempotency (org, key, request_hash, response) VALUES ('x', 'lock', 'h', '{}')",
-    );
-    const started = Date.now();
-    const results = await issue(20);
-    expect(codesOf(results)).toEqual(["storage_unavailable"]);
-    expect(Date.now() - started).toBeLessThan(5000);
-    const msg = (results[0] as PromiseRejectedResult).reason.message as string;
-    expect(msg).toMatch(/storage is unavailable/);
-    await held.rollback();
-    other.close();
-    expect(await rowCounts(t.url)).toEqual(before);
-    // the lock is gone: the same store writes again, and the chain is intact
-    expect(codesOf(await issue(5))).toEqual(["ok"]);
-    expect(await rowCounts(t.url)).toEqual({
-      certificates: before.certificates + 5,
-      audit: before.audit + 5,
-    });
-    expect((await t.store.verifyAuditChain()).ok).toBe(true);
+describe.each(STATEMENT_MODES)("storage failures, statements %s", (mode) => {
+  beforeEach(async () => {
+    t = await openTestStore({ busyTimeoutMs: 200, statements: mode });
+    net = await t.store.createNetwork(networkInput("org-a", "prod", ["10.1.0.0/16"], t.clock.now));
+    ca = await t.store.getActiveCa(net.id);
+    await issue(3);
   });
-});
-
-describe("deleted", () => {
-  it("the database file removed under a running store => storage_unavailable for writes and reads", async () => {
-    for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
-    expect(codesOf(await issue(10))).toEqual(["storage_unavailable"]);
-    expect(await codeOf(t.store.getNetwork(net.id))).toBe("storage_unavailable");
-    expect(await codeOf(t.store.recordAudit([auditEvent("org-a", "x")]))).toBe(
-      "storage_unavailable",
-    );
-  });
-
-  it("the database file replaced by another => storage_unavailable (never writes into the wrong file)", async () => {
-    for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
-    const replacement = await openDatabase({ url: t.url });
-    await replacement.close();
-    expect(codesOf(await issue(3))).toEqual(["storage_unavailable"]);
-    expect(await rowCounts(t.url)).toEqual({ certificates: 0, audit: 0 });
-  });
-});
-
-describe("unreachable", () => {
-  it("a libSQL server that is not there => storage_unavailable at open, with the URL but no token", async () => {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as { port: number }).port;
-    await new Promise<void>((r) => server.close(() => r()));
-    let err: unknown;
+  afterEach(async () => {
     try {
-      await openSignerStore({ url: `http://127.0.0.1:${port}`, authToken: "secret-token-value" });
-    } catch (e) {
-      err = e;
-    }
-    expect(isKeyholeError(err) && err.code).toBe("storage_unavailable");
-    expect(String((err as Error).message)).toContain(`127.0.0.1:${port}`);
-    expect(String((err as Error).message)).not.toContain("secret-token-value");
-  });
-
-  it("a file in a folder that does not exist => storage_unavailable", async () => {
-    expect(await codeOf(openSignerStore({ url: "file:/nonexistent-dir/x/signer.db" }))).toBe(
-      "storage_unavailable",
-    );
-  });
-
-  it("a URL of another kind is refused with a clear message", async () => {
-    await expect(openDatabase({ url: "postgres://x" })).rejects.toThrow(/file:, libsql:/);
-  });
-});
-
-describe("the audit write fails", () => {
-  it("=> audit_unavailable, no certificate row; other issuances of the same batch still commit", async () => {
-    const before = await rowCounts(t.url);
-    const admin = createClient({ url: t.url });
-    // Fail only the audit rows of one certificate fingerprint prefix: the rest of the batch is healthy.
-    await admin.execute(
-      "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events WHEN NEW.detail LIKE '%refuse%' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
-    );
-    const refused = t.store.recordIssuance({
-      certificate: certFor(net.id, ca.id, null, t.clock.now),
-      credential: { kind: "direct" },
-      audit: [auditEvent("org-a", "cert.sign", { detail: { note: "refuse" } })],
-    });
-    const healthy = issue(10);
-    expect(await codeOf(refused)).toBe("audit_unavailable");
-    expect(codesOf(await healthy)).toEqual(["ok"]);
-    await admin.execute("DROP TRIGGER refuse_audit");
-    admin.close();
-    expect(await rowCounts(t.url)).toEqual({
-      certificates: before.certificates + 10,
-      audit: before.audit + 10,
-    });
-    expect(t.store.writerStats().isolatedRetries).toBeGreaterThan(0);
-    expect((await t.store.verifyAuditChain()).ok).toBe(true);
-  });
-});
-
-function rootWithChattr(): Tool {
-  let available = false;
-  let missing = "";
-  try {
-    available = process.getuid?.() === 0;
-    if (!available)
-      missing = "needs root to set the immutable flag (chattr +i); run the suite as root";
-    else execFileSync("chattr", ["--help"], { stdio: "ignore" });
-  } catch {
-    // chattr --help exits non-zero on some versions; presence is what matters
-    try {
-      execFileSync("which", ["chattr"], { stdio: "ignore" });
+      execFileSync("chattr", ["-i", t.path, `${t.path}-wal`], { stdio: "ignore" });
     } catch {
-      available = false;
-      missing = "chattr (e2fsprogs) is not installed";
+      // not set or not supported
     }
-  }
-  return { name: "root + chattr", path: "chattr", available, missing };
-}
-
-describeWith([rootWithChattr()], "read-only", () => {
-  it("the database and its WAL made immutable under a running store => storage_unavailable, nothing written", async () => {
-    const before = await rowCounts(t.url);
-    execFileSync("chattr", ["+i", t.path, `${t.path}-wal`]);
-    const results = await issue(10);
-    expect(codesOf(results)).toEqual(["storage_unavailable"]);
-    execFileSync("chattr", ["-i", t.path, `${t.path}-wal`]);
-    expect(await rowCounts(t.url)).toEqual(before);
+    await t.cleanup();
   });
 
-  it("opening an immutable database that needs migrating => storage_unavailable", async () => {
-    const { mkdtempSync, writeFileSync } = await import("node:fs");
-    const { tmpdir } = await import("node:os");
-    const { join } = await import("node:path");
-    const dir = mkdtempSync(join(tmpdir(), "keyhole-ro-"));
-    const path = join(dir, "ro.db");
-    writeFileSync(path, "");
-    execFileSync("chattr", ["+i", path]);
+  describe("locked by another connection", () => {
+    it("a write transaction held elsewhere => storage_unavailable after the busy timeout, nothing written; recovers after", async () => {
+      const before = await rowCounts(t.url);
+      const other = createClient({ url: t.url });
+      const held = await other.transaction("write");
+      await held.execute(
+        "INSERT INTO idempotency (org, key, request_hash, response) VALUES ('x', 'lock', 'h', '{}')",
+      );
+      const started = Date.now();
+      const results = await issue(20);
+      expect(codesOf(results)).toEqual(["storage_unavailable"]);
+      expect(Date.now() - started).toBeLessThan(5000);
+      const msg = (results[0] as PromiseRejectedResult).reason.message as string;
+      expect(msg).toMatch(/storage is unavailable/);
+      await held.rollback();
+      other.close();
+      expect(await rowCounts(t.url)).toEqual(before);
+      // the lock is gone: the same store writes again, and the chain is intact
+      expect(codesOf(await issue(5))).toEqual(["ok"]);
+      expect(await rowCounts(t.url)).toEqual({
+        certificates: before.certificates + 5,
+        audit: before.audit + 5,
+      });
+      expect((await t.store.verifyAuditChain()).ok).toBe(true);
+    });
+  });
+
+  describe("deleted", () => {
+    it("the database file removed under a running store => storage_unavailable for writes and reads", async () => {
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
+      expect(codesOf(await issue(10))).toEqual(["storage_unavailable"]);
+      expect(await codeOf(t.store.getNetwork(net.id))).toBe("storage_unavailable");
+      expect(await codeOf(t.store.recordAudit([auditEvent("org-a", "x")]))).toBe(
+        "storage_unavailable",
+      );
+    });
+
+    it("the database file replaced by another => storage_unavailable (never writes into the wrong file)", async () => {
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
+      const replacement = await openDatabase({ url: t.url });
+      await replacement.close();
+      expect(codesOf(await issue(3))).toEqual(["storage_unavailable"]);
+      expect(await rowCounts(t.url)).toEqual({ certificates: 0, audit: 0 });
+    });
+  });
+
+  describe("unreachable", () => {
+    it("a libSQL server that is not there => storage_unavailable at open, with the URL but no token", async () => {
+      const server = createServer();
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      const port = (server.address() as { port: number }).port;
+      await new Promise<void>((r) => server.close(() => r()));
+      let err: unknown;
+      try {
+        await openSignerStore({ url: `http://127.0.0.1:${port}`, authToken: "secret-token-value" });
+      } catch (e) {
+        err = e;
+      }
+      expect(isKeyholeError(err) && err.code).toBe("storage_unavailable");
+      expect(String((err as Error).message)).toContain(`127.0.0.1:${port}`);
+      expect(String((err as Error).message)).not.toContain("secret-token-value");
+    });
+
+    it("a file in a folder that does not exist => storage_unavailable", async () => {
+      expect(await codeOf(openSignerStore({ url: "file:/nonexistent-dir/x/signer.db" }))).toBe(
+        "storage_unavailable",
+      );
+    });
+
+    it("a URL of another kind is refused with a clear message", async () => {
+      await expect(openDatabase({ url: "postgres://x" })).rejects.toThrow(/file:, libsql:/);
+    });
+  });
+
+  describe("the audit write fails", () => {
+    it("=> audit_unavailable, no certificate row; other issuances of the same batch still commit", async () => {
+      const before = await rowCounts(t.url);
+      const admin = createClient({ url: t.url });
+      // Fail only the audit rows of one certificate fingerprint prefix: the rest of the batch is healthy.
+      await admin.execute(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events WHEN NEW.detail LIKE '%refuse%' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+      );
+      const refused = t.store.recordIssuance({
+        certificate: certFor(net.id, ca.id, null, t.clock.now),
+        credential: { kind: "direct" },
+        audit: [auditEvent("org-a", "cert.sign", { detail: { note: "refuse" } })],
+      });
+      const healthy = issue(10);
+      expect(await codeOf(refused)).toBe("audit_unavailable");
+      expect(codesOf(await healthy)).toEqual(["ok"]);
+      await admin.execute("DROP TRIGGER refuse_audit");
+      admin.close();
+      expect(await rowCounts(t.url)).toEqual({
+        certificates: before.certificates + 10,
+        audit: before.audit + 10,
+      });
+      expect(t.store.writerStats().isolatedRetries).toBeGreaterThan(0);
+      expect((await t.store.verifyAuditChain()).ok).toBe(true);
+    });
+  });
+
+  function rootWithChattr(): Tool {
+    let available = false;
+    let missing = "";
     try {
-      expect(await codeOf(openSignerStore({ url: `file:${path}` }))).toBe("storage_unavailable");
-    } finally {
-      execFileSync("chattr", ["-i", path]);
-      rmSync(dir, { recursive: true, force: true });
+      available = process.getuid?.() === 0;
+      if (!available)
+        missing = "needs root to set the immutable flag (chattr +i); run the suite as root";
+      else execFileSync("chattr", ["--help"], { stdio: "ignore" });
+    } catch {
+      // chattr --help exits non-zero on some versions; presence is what matters
+      try {
+        execFileSync("which", ["chattr"], { stdio: "ignore" });
+      } catch {
+        available = false;
+        missing = "chattr (e2fsprogs) is not installed";
+      }
     }
+    return { name: "root + chattr", path: "chattr", available, missing };
+  }
+
+  describeWith([rootWithChattr()], "read-only", () => {
+    it("the database and its WAL made immutable under a running store => storage_unavailable, nothing written", async () => {
+      const before = await rowCounts(t.url);
+      execFileSync("chattr", ["+i", t.path, `${t.path}-wal`]);
+      const results = await issue(10);
+      expect(codesOf(results)).toEqual(["storage_unavailable"]);
+      execFileSync("chattr", ["-i", t.path, `${t.path}-wal`]);
+      expect(await rowCounts(t.url)).toEqual(before);
+    });
+
+    it("opening an immutable database that needs migrating => storage_unavailable", async () => {
+      const { mkdtempSync, writeFileSync } = await import("node:fs");
+      const { tmpdir } = await import("node:os");
+      const { join } = await import("node:path");
+      const dir = mkdtempSync(join(tmpdir(), "keyhole-ro-"));
+      const path = join(dir, "ro.db");
+      writeFileSync(path, "");
+      execFileSync("chattr", ["+i", path]);
+      try {
+        expect(await codeOf(openSignerStore({ url: `file:${path}` }))).toBe("storage_unavailable");
+      } finally {
+        execFileSync("chattr", ["-i", path]);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
   });
 });

@@ -20,8 +20,6 @@ import {
   isNotNull,
   isNull,
   lte,
-  max,
-  ne,
   sql,
 } from "drizzle-orm";
 import type {
@@ -63,6 +61,7 @@ import {
 import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
 import { sameCertificateTooSoon } from "./refusals.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
+import { driverRow, txStatements } from "./statements.ts";
 import type {
   AuditEventInput,
   AuditFilter,
@@ -350,7 +349,8 @@ export function createSignerStore(
     state: TxState,
   ): Promise<AuditRowView[]> {
     const out: AuditRowView[] = [];
-    for (const e of events) out.push(await appendAudit(tx, e, now, state));
+    const st = txStatements(db, tx);
+    for (const e of events) out.push(await appendAudit(st, e, now, state));
     return out;
   }
 
@@ -379,24 +379,25 @@ export function createSignerStore(
     now: Date,
     after?: number,
   ): Promise<{ value: string; generation: number }> {
+    const st = txStatements(db, tx);
     let generation: number;
     if (after !== undefined) {
       generation = after + 1;
     } else {
-      await tx
-        .update(hostTokens)
-        .set({ state: "rotated" })
-        .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
-      const last = await tx
-        .select({ g: max(hostTokens.generation) })
-        .from(hostTokens)
-        .where(eq(hostTokens.hostId, hostId));
+      await st.retireTokens.run({ hostId });
+      const last = await st.lastGeneration.all({ hostId });
       generation = (last[0]?.g ?? 0) + 1;
     }
     const token = mintSecret(HOST_TOKEN_PREFIX);
-    await tx
-      .insert(hostTokens)
-      .values({ hash: token.hash, hostId, generation, state: "current", createdAt: now });
+    await st.insertToken.run(
+      driverRow(hostTokens, {
+        hash: token.hash,
+        hostId,
+        generation,
+        state: "current",
+        createdAt: now,
+      }),
+    );
     return { value: token.value, generation };
   }
 
@@ -813,11 +814,9 @@ export function createSignerStore(
       }
       return write(async (tx, now, state): Promise<JobResult<IssuanceResult>> => {
         const idem = input.idempotency;
+        const st = txStatements(db, tx);
         if (idem) {
-          const prior = await tx
-            .select()
-            .from(idempotency)
-            .where(and(eq(idempotency.org, idem.org), eq(idempotency.key, idem.key)));
+          const prior = await st.findIdempotency.all({ org: idem.org, key: idem.key });
           const first = prior[0];
           if (first) {
             if (first.requestHash !== idem.requestHash) throw idempotencyConflict();
@@ -827,17 +826,10 @@ export function createSignerStore(
         let host: EnrolledHost | null = null;
         let hostToken: string | null = null;
         if (cred.kind === "enrollment_code") {
-          const used = await tx
-            .update(enrollmentCodes)
-            .set({ usedAt: now })
-            .where(
-              and(
-                eq(enrollmentCodes.hash, hashSecret(cred.code)),
-                isNull(enrollmentCodes.usedAt),
-                gt(enrollmentCodes.expiresAt, now),
-              ),
-            )
-            .returning({ hostId: enrollmentCodes.hostId });
+          const used = await st.consumeCode.all({
+            hash: hashSecret(cred.code),
+            now: now.getTime(),
+          });
           if (used[0]?.hostId !== cert.hostId || cert.hostId === null) {
             throw new KeyholeError("invalid_enrollment_code", INVALID_CODE);
           }
@@ -845,11 +837,7 @@ export function createSignerStore(
           hostToken = (await mintHostToken(tx, cert.hostId, now)).value;
         } else if (cred.kind === "host_token") {
           const hash = hashSecret(cred.token);
-          const rotated = await tx
-            .update(hostTokens)
-            .set({ state: "rotated" })
-            .where(and(eq(hostTokens.hash, hash), eq(hostTokens.state, "current")))
-            .returning({ hostId: hostTokens.hostId, generation: hostTokens.generation });
+          const rotated = await st.rotateToken.all({ hash });
           if (rotated.length === 0) {
             const known = (await tx.select().from(hostTokens).where(eq(hostTokens.hash, hash)))[0];
             const knownHost = known ? await selectHost(tx, known.hostId) : undefined;
@@ -889,13 +877,15 @@ export function createSignerStore(
         state.pendingCertificates.push(certRow);
         const auditRows = await appendAll(tx, input.audit, now, state);
         if (idem) {
-          await tx.insert(idempotency).values({
-            org: idem.org,
-            key: idem.key,
-            requestHash: idem.requestHash,
-            response: idem.response ?? null,
-            createdAt: now,
-          });
+          await st.insertIdempotency.run(
+            driverRow(idempotency, {
+              org: idem.org,
+              key: idem.key,
+              requestHash: idem.requestHash,
+              response: idem.response ?? null,
+              createdAt: now,
+            }),
+          );
         }
         return {
           value: { replayed: false, certificate: certRecord(certRow), hostToken, host, auditRows },
@@ -976,15 +966,22 @@ export function createSignerStore(
 
   /** Inserts the certificates and audit rows jobs appended (see `write`). */
   async function flushPending(tx: WriteTx, state: TxState): Promise<void> {
+    const st = txStatements(db, tx);
     const certs = state.pendingCertificates as (typeof certificates.$inferInsert)[];
     state.pendingCertificates = [];
-    for (let i = 0; i < certs.length; i += 200) {
-      await tx
-        .insert(certificates)
-        .values(certs.slice(i, i + 200))
-        .catch(constraintToApi);
+    if (st.rowByRow) {
+      for (const c of certs) {
+        await st.insertCertificate.run(driverRow(certificates, c)).catch(constraintToApi);
+      }
+    } else {
+      for (let i = 0; i < certs.length; i += 200) {
+        await tx
+          .insert(certificates)
+          .values(certs.slice(i, i + 200))
+          .catch(constraintToApi);
+      }
     }
-    await flushPendingAudit(tx, state);
+    await flushPendingAudit(tx, st, state);
   }
 
   async function trustedCas(networkId: string): Promise<CaRecord[]> {
@@ -997,16 +994,7 @@ export function createSignerStore(
 
   /** Marks the host enrolled (one statement) unless it is blocked or gone. */
   async function enrolledHost(tx: WriteTx, hostId: string): Promise<EnrolledHost> {
-    const updated = await tx
-      .update(hosts)
-      .set({ state: "enrolled" })
-      .where(and(eq(hosts.id, hostId), ne(hosts.state, "blocked")))
-      .returning({
-        id: hosts.id,
-        networkId: hosts.networkId,
-        name: hosts.name,
-        state: hosts.state,
-      });
+    const updated = await txStatements(db, tx).markEnrolled.all({ hostId });
     const row = updated[0];
     if (!row) {
       if (await selectHost(tx, hostId)) throw hostBlocked();
@@ -1030,7 +1018,7 @@ export function createSignerStore(
     if (current && current.state !== "blocked") {
       const revoked = await blockInTx(tx, host.id, now);
       await appendAudit(
-        tx,
+        txStatements(db, tx),
         {
           traceId: trace.traceId,
           actor: `host:${host.id}`,

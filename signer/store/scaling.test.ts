@@ -108,6 +108,7 @@ beforeAll(async () => {
     write: drizzle(writeClient, { schema }),
     readClient,
     writeClient,
+    writeJoinsTransaction: inner.writeJoinsTransaction,
     reopenWriter: () => Promise.reject(new Error("not expected in this test")),
     assertReachable: () => inner.assertReachable(),
     close: () => inner.close(),

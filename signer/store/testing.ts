@@ -7,7 +7,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openSignerStore, type SignerStoreHandle } from "./index.ts";
+import { openDatabase } from "../../db/client.ts";
+import { createSignerStore, type SignerStoreHandle } from "./index.ts";
 import { newId } from "./secrets.ts";
 import type { AuditEventInput, CreateNetworkInput, NewCa } from "./types.ts";
 
@@ -20,8 +21,15 @@ export interface TestStore {
   cleanup(): Promise<void>;
 }
 
+/**
+ * How the writer's statements run: prepared once and joining the open transaction (what a file
+ * database does), or built on each transaction (what a libSQL server does; see ./statements.ts).
+ */
+export type StatementMode = "prepared once" | "built per transaction";
+export const STATEMENT_MODES: StatementMode[] = ["prepared once", "built per transaction"];
+
 export async function openTestStore(
-  options: { busyTimeoutMs?: number; maxBatch?: number } = {},
+  options: { busyTimeoutMs?: number; maxBatch?: number; statements?: StatementMode } = {},
 ): Promise<TestStore> {
   const dir = mkdtempSync(join(tmpdir(), "keyhole-store-"));
   const path = join(dir, "signer.db");
@@ -32,12 +40,16 @@ export async function openTestStore(
       this.now = new Date(this.now.getTime() + seconds * 1000);
     },
   };
-  const store = await openSignerStore({
-    url,
-    busyTimeoutMs: options.busyTimeoutMs ?? 200,
-    clock: () => clock.now,
-    ...(options.maxBatch ? { maxBatch: options.maxBatch } : {}),
-  });
+  const db = await openDatabase({ url, busyTimeoutMs: options.busyTimeoutMs ?? 200 });
+  // The same file, with the statements a server-backed store would build (getters still delegate).
+  const perTransaction = options.statements === "built per transaction";
+  const store = createSignerStore(
+    perTransaction ? Object.create(db, { writeJoinsTransaction: { value: false } }) : db,
+    {
+      clock: () => clock.now,
+      ...(options.maxBatch ? { maxBatch: options.maxBatch } : {}),
+    },
+  );
   return {
     store,
     dir,
