@@ -57,6 +57,8 @@ export interface EnrollBenchOptions {
   maxMsPerLevel: number;
   /** Signer environment (KMS settings); default local custody. */
   env?: Record<string, string | undefined>;
+  /** Enrollments run (and not recorded) before the first level; default 0. */
+  warmUp?: number;
   /** Measure the same-run ceilings (EnrollBaselines) before the levels. */
   baselines?: boolean;
   /** Called once the load of the given level is running (fault injection). */
@@ -311,12 +313,28 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
         `  edge alone ${baselines.edgeOnly.perSecond.toFixed(0)}/s, round trip ${baselines.relayRoundTrip.perSecond.toFixed(0)}/s (p99 ${baselines.relayRoundTrip.p99Ms.toFixed(1)} ms)`,
       );
     }
+    // Warm-up, unrecorded: the signer starts fresh for each scenario, and its first enrollments at
+    // load run cold code and fill caches. Every scenario's levels are measured on a warm signer alike.
+    const warmUp = options.warmUp ?? 0;
+    if (warmUp > 0) {
+      log(`  warming up with ${warmUp} enrollments at concurrency 16...`);
+      const codes = await registerHosts(b, warmUp, "warm");
+      const w = await runLoad({
+        concurrency: 16,
+        total: warmUp,
+        maxMs: options.maxMsPerLevel,
+        request: async (i) => {
+          await enroll(b.client, codes[i] as string, keys[i % keys.length] as string);
+        },
+      });
+      if (w.errors > 0) throw new Error(`warm-up failed: ${w.errorSamples.join("; ")}`);
+    }
     const levels: EnrollLevel[] = [];
     for (const concurrency of options.concurrencies) {
       const total = options.perLevel(concurrency);
       log(`  registering ${total} hosts for concurrency ${concurrency}...`);
       const codes = await registerHosts(b, total, `c${concurrency}`);
-      // Warm-up so that JIT and connection pools are hot for every level alike.
+      // A short pause, so that the registrations' last commits do not overlap the level.
       await new Promise((r) => setTimeout(r, 200));
       const m0 = await b.signerMetrics();
       const cpu0 = cpuTimes(b);
