@@ -61,7 +61,7 @@ import {
 import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
 import { sameCertificateTooSoon } from "./refusals.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
-import { driverRow, txStatements } from "./statements.ts";
+import { driverRow, equalsConstant, txStatements } from "./statements.ts";
 import type {
   AuditEventInput,
   AuditFilter,
@@ -269,7 +269,7 @@ export function createSignerStore(
     activeCas: orm
       .select()
       .from(cas)
-      .where(and(eq(cas.networkId, ph("networkId")), eq(cas.state, "active")))
+      .where(and(eq(cas.networkId, ph("networkId")), equalsConstant(cas.state, "active")))
       .prepare(),
     sealedKeys: orm
       .select()
@@ -365,7 +365,7 @@ export function createSignerStore(
     await tx
       .update(hostTokens)
       .set({ state: "rotated" })
-      .where(and(eq(hostTokens.hostId, hostId), eq(hostTokens.state, "current")));
+      .where(and(eq(hostTokens.hostId, hostId), equalsConstant(hostTokens.state, "current")));
     return revoked.map((r) => r.fingerprint).sort();
   }
 
@@ -525,12 +525,12 @@ export function createSignerStore(
         await tx
           .update(cas)
           .set({ state: input.retirePrevious ? "retired" : "previous" })
-          .where(and(eq(cas.networkId, input.networkId), eq(cas.state, "active")));
+          .where(and(eq(cas.networkId, input.networkId), equalsConstant(cas.state, "active")));
         if (input.retirePrevious) {
           await tx
             .update(cas)
             .set({ state: "retired" })
-            .where(and(eq(cas.networkId, input.networkId), eq(cas.state, "previous")));
+            .where(and(eq(cas.networkId, input.networkId), equalsConstant(cas.state, "previous")));
         }
         const ca = await insertCa(tx, input.networkId, net.org, input.ca, now);
         await appendAll(tx, input.audit, now, state);

@@ -10,8 +10,8 @@
  * would.
  */
 import type { ResultSet } from "@libsql/client";
-import { and, desc, eq, getTableColumns, gt, isNull, max, ne, sql } from "drizzle-orm";
-import type { BaseSQLiteDatabase, SQLiteTable } from "drizzle-orm/sqlite-core";
+import { and, desc, eq, getTableColumns, gt, isNull, max, ne, type SQL, sql } from "drizzle-orm";
+import type { BaseSQLiteDatabase, SQLiteColumn, SQLiteTable } from "drizzle-orm/sqlite-core";
 import type { Database, Orm } from "../../db/client.ts";
 import type * as schema from "../../db/schema.ts";
 import {
@@ -40,6 +40,17 @@ export function driverRow(
     out[key] = value === null || value === undefined ? null : column.mapToDriverValue(value);
   }
   return out;
+}
+
+/**
+ * `column = 'value'` with the constant written into the SQL. SQLite plans a statement that compares a
+ * partial index's column (cas.state, host_tokens.state) with a bound parameter by that parameter's
+ * value, and so prepares it again every time it is bound: ~40 µs a call, measured. A literal keeps
+ * the plan.
+ */
+export function equalsConstant(column: SQLiteColumn, value: string): SQL {
+  if (!/^[a-z_]+$/.test(value)) throw new Error(`not a plain constant: ${value}`);
+  return sql`${column} = ${sql.raw(`'${value}'`)}`;
 }
 
 /**
@@ -96,14 +107,14 @@ const DEFINITIONS = {
     b
       .update(hostTokens)
       .set({ state: "rotated" })
-      .where(and(eq(hostTokens.hostId, ph("hostId")), eq(hostTokens.state, "current")))
+      .where(and(eq(hostTokens.hostId, ph("hostId")), equalsConstant(hostTokens.state, "current")))
       .prepare(),
   /** Retires exactly the presented token, if it is still current (renewal). */
   rotateToken: (b: Builder) =>
     b
       .update(hostTokens)
       .set({ state: "rotated" })
-      .where(and(eq(hostTokens.hash, ph("hash")), eq(hostTokens.state, "current")))
+      .where(and(eq(hostTokens.hash, ph("hash")), equalsConstant(hostTokens.state, "current")))
       .returning({ hostId: hostTokens.hostId, generation: hostTokens.generation })
       .prepare(),
   lastGeneration: (b: Builder) =>
