@@ -42,6 +42,8 @@ interface Scenario {
 const CONCURRENCIES = quick ? [1, 16, 64] : [1, 16, 64, 256];
 const perLevel = (c: number) => (quick ? (c === 1 ? 50 : 400) : c === 1 ? 200 : 1500);
 const MAX_MS = quick ? 5_000 : 12_000;
+/** Enrollments each scenario's fresh signer makes before anything is measured. */
+const WARM_UP = quick ? 100 : 600;
 
 async function motoRegions(): Promise<{
   a: MotoRegion;
@@ -75,6 +77,7 @@ async function motoScenario(name: string, fault: "none" | "pause" | "kill"): Pro
       concurrencies: [64],
       perLevel: () => (quick ? 400 : 1500),
       maxMsPerLevel: MAX_MS,
+      warmUp: WARM_UP,
       env,
       log,
       during: async () => {
@@ -94,6 +97,11 @@ function level(
   c: number,
 ): EnrollLevel | undefined {
   return r && "levels" in r ? r.levels.find((l) => l.concurrency === c) : undefined;
+}
+
+function minOrNull(values: (number | null)[]): number | null {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length > 0 ? Math.min(...known) : null;
 }
 
 function fmt(n: number | undefined, digits = 0): string {
@@ -119,6 +127,7 @@ async function main(): Promise<void> {
     concurrencies: CONCURRENCIES,
     perLevel,
     maxMsPerLevel: MAX_MS,
+    warmUp: WARM_UP,
     baselines: true,
     log,
   });
@@ -145,6 +154,7 @@ async function main(): Promise<void> {
     node: process.version,
     quick,
     sign_ratio_vs_webcrypto: Math.min(...sign.rows.map((r) => r.ratio)),
+    sign_ratio_vs_node_crypto: minOrNull(sign.rows.map((r) => r.ratioVsNodeCrypto)),
     sign_rows: sign.rows,
     noble_vs_webcrypto: Math.min(...sign.rows.map((r) => r.nobleVsWebCrypto)),
     enroll_per_s: at64?.perSecond ?? null,
@@ -191,6 +201,8 @@ async function main(): Promise<void> {
       "signCertificate/s",
       "raw WebCrypto/s",
       "ratio",
+      "raw node:crypto/s",
+      "ratio vs node:crypto",
       "@noble/curves vs WebCrypto",
       "nebula-cert sign/s",
     ],
@@ -199,6 +211,8 @@ async function main(): Promise<void> {
       fmt(r.signCertificatePerSec),
       fmt(r.rawWebCryptoPerSec),
       fmt(r.ratio, 2),
+      fmt(r.rawNodeCryptoPerSec ?? undefined),
+      fmt(r.ratioVsNodeCrypto ?? undefined, 2),
       fmt(r.nobleVsWebCrypto, 2),
       fmt(r.nebulaCertPerSec ?? undefined, 1),
     ]),
