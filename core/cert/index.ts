@@ -1,7 +1,8 @@
 /**
  * The Nebula certificate library: codecs for v1 (protobuf) and v2 (ASN.1), PEM and keys, signing
  * and verification with CA constraints, and encrypted CA keys. Runtime-agnostic: WebCrypto,
- * protobufjs/minimal and @noble only. Everything it refuses is a CertError with a stable code.
+ * protobufjs/minimal and @noble, plus node:crypto where the runtime has it (found at run time, see
+ * native.ts). Everything it refuses is a CertError with a stable code.
  */
 export {
   certificateToPrintJson,
