@@ -155,7 +155,13 @@ export async function startBenchStack(
     amr: ["pwd", "mfa"],
     expiresInSec: 3600,
   });
-  const client = new Pool(stack.api, { connections: 512, keepAliveTimeout: 30_000 });
+  // Idle sockets are closed by the client after 2 s, before the edge's own idle timeout can close
+  // one just as a request is sent on it (a keep-alive race a client, not the server, must avoid).
+  const client = new Pool(stack.api, {
+    connections: 512,
+    keepAliveTimeout: 2_000,
+    keepAliveMaxTimeout: 2_000,
+  });
   const network = await api<NetworkView>(client, "POST", "/v1/networks", token, {
     name: "bench",
     cidrs: ["10.64.0.0/10"],
