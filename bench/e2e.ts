@@ -18,7 +18,7 @@ import type {
   NetworkView,
   RegisterHostResponse,
 } from "../core/contract/index.ts";
-import { type LoadResult, runLoad } from "./load.ts";
+import { type LoadResult, medianOfRuns, runLoad } from "./load.ts";
 
 export interface EnrollLevel extends LoadResult {
   kmsDecrypts: number;
@@ -59,6 +59,11 @@ export interface EnrollBenchOptions {
   env?: Record<string, string | undefined>;
   /** Enrollments run (and not recorded) before the first level; default 0. */
   warmUp?: number;
+  /**
+   * Runs of each level (and of each ceiling); rates and percentiles are the medians over them, CPU
+   * and KMS decrypts are counted over all of them. Default 1.
+   */
+  runs?: number;
   /** Measure the same-run ceilings (EnrollBaselines) before the levels. */
   baselines?: boolean;
   /** Called once the load of the given level is running (fault injection). */
@@ -276,33 +281,43 @@ async function measureBaselines(
   b: BenchStack,
   publicKey: string,
   maxMs: number,
+  runs: number,
 ): Promise<EnrollBaselines> {
   const expect = (status: number, want: number, text: string) => {
     if (status !== want) throw new Error(`expected ${want}, got ${status} ${text.slice(0, 120)}`);
   };
-  const edgeOnly = await runLoad({
-    concurrency: 64,
-    total: 4000,
-    maxMs,
-    request: async () => {
-      const res = await b.client.request({ method: "GET", path: "/v1/no-such-route" });
-      expect(res.statusCode, 404, await res.body.text());
-    },
-  });
-  const relayRoundTrip = await runLoad({
-    concurrency: 64,
-    total: 4000,
-    maxMs,
-    request: async (i) => {
-      const res = await post(b.client, "/v1/enroll", { code: `unknown-code-${i}`, publicKey });
-      expect(res.status, 401, res.text);
-    },
-  });
-  return { edgeOnly, relayRoundTrip };
+  const edge: LoadResult[] = [];
+  const relayed: LoadResult[] = [];
+  for (let r = 0; r < runs; r++) {
+    edge.push(
+      await runLoad({
+        concurrency: 64,
+        total: 4000,
+        maxMs,
+        request: async () => {
+          const res = await b.client.request({ method: "GET", path: "/v1/no-such-route" });
+          expect(res.statusCode, 404, await res.body.text());
+        },
+      }),
+    );
+    relayed.push(
+      await runLoad({
+        concurrency: 64,
+        total: 4000,
+        maxMs,
+        request: async (i) => {
+          const res = await post(b.client, "/v1/enroll", { code: `unknown-${r}-${i}`, publicKey });
+          expect(res.status, 401, res.text);
+        },
+      }),
+    );
+  }
+  return { edgeOnly: medianOfRuns(edge), relayRoundTrip: medianOfRuns(relayed) };
 }
 
 export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBenchResult> {
   const log = options.log ?? (() => undefined);
+  const runs = Math.max(1, options.runs ?? 1);
   const b = await startBenchStack(options.env);
   try {
     const keys = await publicKeyPool(64);
@@ -314,7 +329,7 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
     let baselines: EnrollBaselines | undefined;
     if (options.baselines) {
       log("  same-run ceilings at concurrency 64: edge alone, edge -> signer round trip...");
-      baselines = await measureBaselines(b, keys[0] as string, options.maxMsPerLevel);
+      baselines = await measureBaselines(b, keys[0] as string, options.maxMsPerLevel, runs);
       log(
         `  edge alone ${baselines.edgeOnly.perSecond.toFixed(0)}/s, round trip ${baselines.relayRoundTrip.perSecond.toFixed(0)}/s (p99 ${baselines.relayRoundTrip.p99Ms.toFixed(1)} ms)`,
       );
@@ -338,23 +353,28 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
     const levels: EnrollLevel[] = [];
     for (const concurrency of options.concurrencies) {
       const total = options.perLevel(concurrency);
-      log(`  registering ${total} hosts for concurrency ${concurrency}...`);
-      const codes = await registerHosts(b, total, `c${concurrency}`);
+      log(`  registering ${total * runs} hosts for concurrency ${concurrency}...`);
+      const codes = await registerHosts(b, total * runs, `c${concurrency}`);
       // A short pause, so that the registrations' last commits do not overlap the level.
       await new Promise((r) => setTimeout(r, 200));
       const m0 = await b.signerMetrics();
       const cpu0 = cpuTimes(b);
-      log(`  enrolling at concurrency ${concurrency}...`);
-      const load = runLoad({
-        concurrency,
-        total,
-        maxMs: options.maxMsPerLevel,
-        request: async (i) => {
-          await enroll(b.client, codes[i] as string, keys[i % keys.length] as string);
-        },
-      });
-      if (options.during) await options.during(concurrency);
-      const result = await load;
+      const results: LoadResult[] = [];
+      for (let r = 0; r < runs; r++) {
+        log(`  enrolling at concurrency ${concurrency} (run ${r + 1}/${runs})...`);
+        const load = runLoad({
+          concurrency,
+          total,
+          maxMs: options.maxMsPerLevel,
+          request: async (i) => {
+            const at = r * total + i;
+            await enroll(b.client, codes[at] as string, keys[at % keys.length] as string);
+          },
+        });
+        if (r === 0 && options.during) await options.during(concurrency);
+        results.push(await load);
+      }
+      const result = medianOfRuns(results);
       const cpu1 = cpuTimes(b);
       const m1 = await b.signerMetrics();
       const kmsDecrypts = m1.decrypts - m0.decrypts;

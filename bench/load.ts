@@ -14,6 +14,8 @@ export interface LoadResult {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** Runs combined by `medianOfRuns` (rates and percentiles are their medians); absent for one. */
+  runs?: number;
 }
 
 export interface LoadOptions {
@@ -72,5 +74,28 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     maxMs: latencies.at(-1) ?? Number.NaN,
+  };
+}
+
+/**
+ * Several runs of the same load as one result: the median run's rate and percentiles (each the median
+ * over the runs), the worst latency of all, and every request and error counted.
+ */
+export function medianOfRuns(results: readonly LoadResult[]): LoadResult {
+  const first = results[0];
+  if (!first) throw new Error("medianOfRuns needs at least one run");
+  if (results.length === 1) return first;
+  const of = (k: "perSecond" | "p50Ms" | "p99Ms") => median(results.map((r) => r[k]));
+  return {
+    concurrency: first.concurrency,
+    requests: results.reduce((n, r) => n + r.requests, 0),
+    errors: results.reduce((n, r) => n + r.errors, 0),
+    errorSamples: [...new Set(results.flatMap((r) => r.errorSamples))].slice(0, 5),
+    seconds: results.reduce((n, r) => n + r.seconds, 0),
+    perSecond: of("perSecond"),
+    p50Ms: of("p50Ms"),
+    p99Ms: of("p99Ms"),
+    maxMs: Math.max(...results.map((r) => r.maxMs)),
+    runs: results.length,
   };
 }

@@ -44,6 +44,8 @@ const perLevel = (c: number) => (quick ? (c === 1 ? 50 : 400) : c === 1 ? 200 : 
 const MAX_MS = quick ? 5_000 : 12_000;
 /** Enrollments each scenario's fresh signer makes before anything is measured. */
 const WARM_UP = quick ? 100 : 600;
+/** Runs of every load measurement: the table shows their medians. */
+const RUNS = quick ? 1 : 3;
 
 async function motoRegions(): Promise<{
   a: MotoRegion;
@@ -78,6 +80,7 @@ async function motoScenario(name: string, fault: "none" | "pause" | "kill"): Pro
       perLevel: () => (quick ? 400 : 1500),
       maxMsPerLevel: MAX_MS,
       warmUp: WARM_UP,
+      runs: RUNS,
       env,
       log,
       during: async () => {
@@ -128,6 +131,7 @@ async function main(): Promise<void> {
     perLevel,
     maxMsPerLevel: MAX_MS,
     warmUp: WARM_UP,
+    runs: RUNS,
     baselines: true,
     log,
   });
@@ -142,6 +146,7 @@ async function main(): Promise<void> {
     concurrency: 64,
     total: quick ? 500 : 3000,
     maxMs: MAX_MS,
+    runs: RUNS,
   });
 
   const at64 = level(local, 64);
@@ -225,7 +230,7 @@ async function main(): Promise<void> {
     `end to end at 64 concurrent vs cfssl serve: ${fmt(summary.enroll_vs_cfssl ?? undefined, 2)}x`,
     `KMS decrypts for one isolated enrollment: ${local.isolatedDecrypts}; signer memory ${fmt(local.signerRssMiB)} MiB (peak ${fmt(local.signerPeakRssMiB)} MiB)`,
   ];
-  const report = `Measured ${started.toISOString().slice(0, 10)} on ${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), node ${process.version}${quick ? ", --quick" : ""}.\n\n${signTable}\n\n${table}\n\n${ratios.map((r) => `- ${r}`).join("\n")}\n`;
+  const report = `Measured ${started.toISOString().slice(0, 10)} on ${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), node ${process.version}${quick ? ", --quick" : ""}; each load row is the median of ${RUNS} run${RUNS === 1 ? "" : "s"}.\n\n${signTable}\n\n${table}\n\n${ratios.map((r) => `- ${r}`).join("\n")}\n`;
   process.stderr.write(`\n${report}\n`);
 
   if (!values["no-write"]) {
