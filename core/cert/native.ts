@@ -1,5 +1,5 @@
 /**
- * The runtime's own crypto module (node:crypto) where there is one: Node, Bun and Deno. It is found
+ * The runtime's own crypto module (node:crypto) where there is one (Node and Bun here). It is found
  * through process.getBuiltinModule rather than imported, so the library still loads in workerd and
  * browsers, where these helpers fall back to WebCrypto and @noble.
  *

@@ -1,6 +1,6 @@
 /**
  * CA signers and signature checks. The default signer imports the CA key once into the runtime's
- * native crypto: node:crypto's one-shot sign where the runtime has it (Node, Bun, Deno; see
+ * native crypto: node:crypto's one-shot sign where the runtime has it (Node and Bun here; see
  * native.ts for why), WebCrypto otherwise (workerd, browsers), @noble/curves where neither has the
  * algorithm. ECDSA P-256 output (r||s) is turned into the DER, low-S form Nebula stores. The native
  * key object is held only by the signer, and the caller zeroes the bytes it was made from.
