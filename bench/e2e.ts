@@ -276,6 +276,23 @@ export async function enroll(
   return JSON.parse(res.text) as IssuedCertificate;
 }
 
+/** Enrolls with `codes` from index `from` on, under the given load. */
+function enrollLoad(
+  b: BenchStack,
+  codes: string[],
+  keys: string[],
+  from: number,
+  load: { concurrency: number; total: number; maxMs: number },
+): Promise<LoadResult> {
+  return runLoad({
+    ...load,
+    request: async (i) => {
+      const at = from + i;
+      await enroll(b.client, codes[at] as string, keys[at % keys.length] as string);
+    },
+  });
+}
+
 /** The same-run ceilings at 64 concurrent (see EnrollBaselines). */
 async function measureBaselines(
   b: BenchStack,
@@ -340,13 +357,10 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
     if (warmUp > 0) {
       log(`  warming up with ${warmUp} enrollments at concurrency 16...`);
       const codes = await registerHosts(b, warmUp, "warm");
-      const w = await runLoad({
+      const w = await enrollLoad(b, codes, keys, 0, {
         concurrency: 16,
         total: warmUp,
         maxMs: options.maxMsPerLevel,
-        request: async (i) => {
-          await enroll(b.client, codes[i] as string, keys[i % keys.length] as string);
-        },
       });
       if (w.errors > 0) throw new Error(`warm-up failed: ${w.errorSamples.join("; ")}`);
     }
@@ -362,14 +376,10 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
       const results: LoadResult[] = [];
       for (let r = 0; r < runs; r++) {
         log(`  enrolling at concurrency ${concurrency} (run ${r + 1}/${runs})...`);
-        const load = runLoad({
+        const load = enrollLoad(b, codes, keys, r * total, {
           concurrency,
           total,
           maxMs: options.maxMsPerLevel,
-          request: async (i) => {
-            const at = r * total + i;
-            await enroll(b.client, codes[at] as string, keys[at % keys.length] as string);
-          },
         });
         if (r === 0 && options.during) await options.during(concurrency);
         results.push(await load);

@@ -9,12 +9,12 @@
  * an operator who keeps the latest hash elsewhere can compare it with `lastAuditHash`.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { asc, desc, gt } from "drizzle-orm";
+import { asc, gt } from "drizzle-orm";
 import type { AuditRowView } from "../../core/contract/api.ts";
 import { KeyholeError } from "../../core/errors.ts";
 import { isStorageFailure, type Orm } from "../../db/client.ts";
 import { auditEvents } from "../../db/schema.ts";
-import { driverRow, type TxStatements } from "./statements.ts";
+import { driverRow, prepareStatement, type TxStatements } from "./statements.ts";
 import type { AuditChainReport, AuditEventInput } from "./types.ts";
 import type { TxState, WriteTx } from "./writer.ts";
 
@@ -192,10 +192,6 @@ export async function verifyChain(orm: Orm, pageSize = 2000): Promise<AuditChain
 
 /** The newest row's hash (GENESIS_HASH when empty): an anchor to keep outside the database. */
 export async function lastAuditHash(orm: Orm): Promise<string> {
-  const last = await orm
-    .select({ hash: auditEvents.hash })
-    .from(auditEvents)
-    .orderBy(desc(auditEvents.seq))
-    .limit(1);
+  const last = await prepareStatement("auditHead", orm).all();
   return last[0]?.hash ?? GENESIS_HASH;
 }

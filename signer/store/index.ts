@@ -61,7 +61,7 @@ import {
 import { appendAudit, flushPendingAudit, toAuditView, verifyChain } from "./audit.ts";
 import { sameCertificateTooSoon } from "./refusals.ts";
 import { ENROLLMENT_CODE_PREFIX, HOST_TOKEN_PREFIX, hashSecret, mintSecret } from "./secrets.ts";
-import { driverRow, equalsConstant, txStatements } from "./statements.ts";
+import { driverRow, equalsConstant, prepareStatement, txStatements } from "./statements.ts";
 import type {
   AuditEventInput,
   AuditFilter,
@@ -254,11 +254,7 @@ export function createSignerStore(
    */
   const ph = sql.placeholder;
   const hot = {
-    idempotency: orm
-      .select()
-      .from(idempotency)
-      .where(and(eq(idempotency.org, ph("org")), eq(idempotency.key, ph("key"))))
-      .prepare(),
+    idempotency: prepareStatement("findIdempotency", orm),
     enrollmentCode: orm
       .select({ code: enrollmentCodes, host: hostColumns, network: networks })
       .from(enrollmentCodes)
@@ -362,10 +358,7 @@ export function createSignerStore(
       .set({ revokedAt: now })
       .where(and(eq(certificates.hostId, hostId), isNull(certificates.revokedAt)))
       .returning({ fingerprint: certificates.fingerprint });
-    await tx
-      .update(hostTokens)
-      .set({ state: "rotated" })
-      .where(and(eq(hostTokens.hostId, hostId), equalsConstant(hostTokens.state, "current")));
+    await txStatements(db, tx).retireTokens.run({ hostId });
     return revoked.map((r) => r.fingerprint).sort();
   }
 

@@ -176,6 +176,14 @@ function builtOn(tx: WriteTx): TxStatements {
   });
 }
 
+/** One of these statements prepared on another handle (the read side's copy of the same query). */
+export function prepareStatement<K extends keyof typeof DEFINITIONS>(
+  name: K,
+  on: Orm,
+): TxStatements[K] {
+  return DEFINITIONS[name](on as unknown as Builder) as TxStatements[K];
+}
+
 /** The statements for the writer's transaction `tx` on `db`. */
 export function txStatements(db: Database, tx: WriteTx): TxStatements {
   if (!db.writeJoinsTransaction) return builtOn(tx);
