@@ -18,6 +18,7 @@ import { migrate } from "drizzle-orm/libsql/migrator";
 import { KeyholeError } from "../core/errors.ts";
 import { createFileClient } from "./file-client.ts";
 import * as schema from "./schema.ts";
+import { createWalOffLoop, type WalEvent, type WalOffLoop, type WalStats } from "./wal.ts";
 
 export const MIGRATIONS_FOLDER = resolve(dirname(fileURLToPath(import.meta.url)), "migrations");
 
@@ -30,6 +31,8 @@ export interface DatabaseOptions {
   authToken?: string | undefined;
   /** How long a file connection waits for another writer's lock before failing (default 5000 ms). */
   busyTimeoutMs?: number | undefined;
+  /** Background checkpoint failures and fallbacks of a file database (db/wal.ts), for the log. */
+  onWalEvent?: ((e: WalEvent) => void) | undefined;
 }
 
 export interface Database {
@@ -56,6 +59,8 @@ export interface Database {
    * (SQLite would keep writing to the unlinked file and lose every write). Cheap: one stat.
    */
   assertReachable(): void;
+  /** WAL syncs and checkpoints of a file database's writer (db/wal.ts); null for a server. */
+  walStats(): WalStats | null;
   close(): Promise<void>;
 }
 
@@ -76,20 +81,42 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
   let readClient: Client | undefined;
   let writeClient: Client | undefined;
+  const path = kind === "file" ? filePathOf(url) : null;
+  // A file's writer commits without blocking on fsync or checkpoints (db/wal.ts); `:memory:` has
+  // no WAL.
+  let wal: WalOffLoop | null = null;
+  if (path !== null && path !== ":memory:") {
+    wal = createWalOffLoop({
+      path,
+      busyTimeoutMs: timeout,
+      // The writer's connection is idle here: its commit has settled and the writer waits for this.
+      inlineCheckpoint: async () => {
+        await writeClient?.execute("PRAGMA wal_checkpoint(PASSIVE)").catch(() => undefined);
+      },
+      onEvent: options.onWalEvent,
+    });
+  }
+  const walOffLoop = wal;
   // Files go through the statement-caching client (db/file-client.ts); servers through @libsql/client.
   const open = (concurrency: number, writer = false): Client =>
-    kind === "file"
+    path !== null
       ? createFileClient({
-          path: filePathOf(url),
+          path,
           timeoutMs: timeout,
           maxConnections: concurrency,
           joinOpenTransaction: writer,
+          afterCommit: writer && walOffLoop ? () => walOffLoop.commitDurable() : undefined,
         })
       : createClient({ ...base, concurrency });
   const openWriter = async (): Promise<Client> => {
     const c = open(1, true);
     try {
       await c.execute("PRAGMA foreign_keys = ON");
+      if (walOffLoop) {
+        await c.execute("PRAGMA journal_mode = WAL");
+        for (const pragma of walOffLoop.writerPragmas) await c.execute(pragma);
+        walOffLoop.arm();
+      }
     } catch (e) {
       c.close();
       throw e;
@@ -98,16 +125,12 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
   try {
     writeClient = await openWriter();
-    if (kind === "file") {
-      await writeClient.execute("PRAGMA journal_mode = WAL");
-    }
     let write = drizzle(writeClient, { schema });
     await applyMigrations(write);
     readClient = open(8);
     const read = drizzle(readClient, { schema });
     await readClient.execute("SELECT 1");
-    const fileIdentity = kind === "file" ? identityOf(filePathOf(url)) : null;
-    const path = kind === "file" ? filePathOf(url) : null;
+    const fileIdentity = path !== null ? identityOf(path) : null;
     const rc = readClient;
     let wc = writeClient;
     return {
@@ -128,6 +151,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         });
         wc.close();
         wc = next;
+        writeClient = next;
         write = drizzle(next, { schema });
       },
       assertReachable() {
@@ -140,12 +164,15 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           );
         }
       },
+      walStats: () => walOffLoop?.stats() ?? null,
       async close() {
+        await walOffLoop?.close();
         rc.close();
         wc.close();
       },
     };
   } catch (e) {
+    await wal?.close();
     readClient?.close();
     writeClient?.close();
     throw toStorageError(e, `cannot open the database ${redactUrl(url)}`);

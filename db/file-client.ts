@@ -148,6 +148,12 @@ export interface FileClientOptions {
    * `.prepare()`) serve every transaction. Only the owner of the transaction may use the client.
    */
   joinOpenTransaction?: boolean | undefined;
+  /**
+   * Awaited after every write this client commits (a transaction's COMMIT, a batch, a statement run
+   * outside a transaction) before the call resolves: db/wal.ts's durable commit, for a connection
+   * whose own COMMIT does not sync.
+   */
+  afterCommit?: (() => Promise<void>) | undefined;
 }
 
 /** Opens a `file:` database with statement caching; checks that it can be read before returning. */
@@ -204,14 +210,18 @@ export function createFileClient(options: FileClientOptions): Client {
     if (waiter) waiter.resolve(c);
     else idle.push(c);
   };
+  const afterCommit = options.afterCommit;
   const withConnection = async <T>(fn: (c: CachedConnection) => T): Promise<T> => {
     const c = await acquire();
+    let result: T;
     try {
       checkOpen();
-      return fn(c);
+      result = fn(c);
     } finally {
       release(c);
     }
+    if (afterCommit) await afterCommit();
+    return result;
   };
 
   const first = openOne();
@@ -263,12 +273,16 @@ export function createFileClient(options: FileClientOptions): Client {
         release(c);
         throw e;
       }
-      if (!options.joinOpenTransaction) return fileTransaction(c, release);
+      if (!options.joinOpenTransaction) return fileTransaction(c, release, afterCommit);
       inTransaction = c;
-      return fileTransaction(c, (held) => {
-        if (inTransaction === held) inTransaction = null;
-        release(held);
-      });
+      return fileTransaction(
+        c,
+        (held) => {
+          if (inTransaction === held) inTransaction = null;
+          release(held);
+        },
+        afterCommit,
+      );
     },
     executeMultiple(sql: string) {
       return withConnection((c) => {
@@ -303,7 +317,11 @@ export function createFileClient(options: FileClientOptions): Client {
   return client;
 }
 
-function fileTransaction(c: CachedConnection, release: (c: CachedConnection) => void): Transaction {
+function fileTransaction(
+  c: CachedConnection,
+  release: (c: CachedConnection) => void,
+  afterCommit: (() => Promise<void>) | undefined,
+): Transaction {
   let held: CachedConnection | null = c;
   const settle = () => {
     if (held !== null) release(held);
@@ -344,6 +362,7 @@ function fileTransaction(c: CachedConnection, release: (c: CachedConnection) => 
       } finally {
         settle();
       }
+      if (afterCommit) await afterCommit();
     },
     close() {
       settle();

@@ -518,11 +518,14 @@ describe("signer app", () => {
     const json = await s.call("GET", "/v1/metrics");
     expect(json.body.certificatesIssued).toBeGreaterThan(0);
     expect(json.body.custody.opens).toBeGreaterThan(0);
+    // Every committed write was synced to disk off the event loop (db/wal.ts).
+    expect(json.body.store.wal.syncs).toBeGreaterThanOrEqual(json.body.store.transactions);
     const text = await s.call("GET", "/v1/metrics", { headers: { accept: "text/plain" } });
     expect(text.body).toMatch(
       /keyhole_requests_total\{method="POST",route="\/v1\/enroll",status="201"\} \d+/,
     );
     expect(text.body).toMatch(/keyhole_kms_duration_ms_count\{region="local-a"\} \d+/);
+    expect(text.body).toMatch(/keyhole_store_wal_syncs_total [1-9]\d*/);
   });
 
   it("logs one line per request with trace id, route, status and time, and never a secret", async () => {

@@ -16,7 +16,11 @@ const logger = jsonLineLogger();
 
 async function startSigner(): Promise<void> {
   const config = signerConfigFromEnv(process.env);
-  const store = await openSignerStore({ url: config.db.url, authToken: config.db.authToken });
+  const store = await openSignerStore({
+    url: config.db.url,
+    authToken: config.db.authToken,
+    onWalEvent: (e) => logger.log("warn", "database checkpoint", { ...e }),
+  });
   const custody = await createCustody(config.custody);
   const oidc = createOidcVerifier(config.oidc);
   const app = createSignerApp({

@@ -47,6 +47,7 @@ export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
       largestBatch: w.largestBatch,
       isolatedRetries: w.isolatedRetries,
       storageFailures: w.storageFailures,
+      wal: rt.store.walStats(),
     };
     const wantsText =
       /text\/plain|openmetrics/.test(c.req.header("accept") ?? "") ||
@@ -63,6 +64,14 @@ export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
         store_transactions_total: w.transactions,
         store_writes_total: w.jobs,
         store_storage_failures_total: w.storageFailures,
+        ...(store.wal
+          ? {
+              store_wal_syncs_total: store.wal.syncs,
+              store_checkpoints_total: store.wal.checkpoints,
+              store_checkpoint_failures_total: store.wal.checkpointFailures,
+              store_inline_checkpoints_total: store.wal.inlineCheckpoints,
+            }
+          : {}),
       });
       return c.text(text, 200, { "content-type": "text/plain; version=0.0.4" });
     }

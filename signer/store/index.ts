@@ -434,6 +434,7 @@ export function createSignerStore(
   const store: SignerStoreHandle = {
     database: db,
     writerStats: () => writer.stats(),
+    walStats: () => db.walStats(),
 
     // ---- networks and CAs ----
 

@@ -111,6 +111,7 @@ beforeAll(async () => {
     writeJoinsTransaction: inner.writeJoinsTransaction,
     reopenWriter: () => Promise.reject(new Error("not expected in this test")),
     assertReachable: () => inner.assertReachable(),
+    walStats: () => inner.walStats(),
     close: () => inner.close(),
   };
   store = createSignerStore(db, { clock: () => clock.now });

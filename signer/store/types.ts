@@ -14,6 +14,7 @@
  *   (group commit); each write is isolated by a savepoint, so one failing write never affects another.
  * - Times are `Date`s in records; views (core/contract) carry ISO strings.
  */
+
 import type {
   AuditRowView,
   CaView,
@@ -21,6 +22,7 @@ import type {
   HostView,
   NetworkView,
 } from "../../core/contract/api.ts";
+import type { WalStats } from "../../db/wal.ts";
 import type { WriterStats } from "./writer.ts";
 
 export type Curve = "25519" | "P256";
@@ -273,6 +275,8 @@ export interface BlockResult {
 export interface SignerStore {
   /** Group-commit counters (transactions, writes, largest batch), for metrics. */
   writerStats(): WriterStats;
+  /** WAL syncs and checkpoints of a file database (db/wal.ts); null on a libSQL server. */
+  walStats(): WalStats | null;
   // networks and CAs
   /** Network + active CA + sealed keys + audit rows in one transaction. name_taken when (org, name) exists. */
   createNetwork(input: CreateNetworkInput): Promise<NetworkRecord>;
