@@ -31,6 +31,12 @@ export const networks = sqliteTable(
     curve: text("curve", { enum: ["25519", "P256"] }).notNull(),
     certVersion: integer("cert_version").$type<1 | 2>().notNull(),
     groups: text("groups", { mode: "json" }).$type<string[] | null>(),
+    /**
+     * Bumped in the transaction of every change to what an issuance reads besides the host: CAs and
+     * their sealed keys, lighthouses, revocations. A signer keeps those per network in memory and
+     * reads them again when the revision it sees with the credential has moved.
+     */
+    revision: integer("revision").notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [

@@ -27,6 +27,7 @@ import type {
   EnrolledHost,
   IdempotencyInput,
   IssuanceCredential,
+  IssuanceView,
   NetworkRecord,
 } from "./store/types.ts";
 
@@ -53,6 +54,8 @@ export interface SignedHostCert {
   certificate: NebulaCertificate;
   pem: string;
   ca: CaRecord;
+  /** The network's CAs, lighthouses and blocklist the certificate was signed against. */
+  view: IssuanceView;
 }
 
 export type IssueOutcome<R> =
@@ -178,7 +181,8 @@ export async function issueHostCert<R>(
 ): Promise<IssueOutcome<R>> {
   const network = req.network;
   const publicKey = checkHostCertRequest(network, req);
-  const ca = await rt.store.getActiveCa(network.id);
+  const view = await rt.store.issuanceView(network);
+  const ca = view.activeCa;
   const caCert = caCertOf(ca);
   const base: AuditBase = { ...req.audit, org: network.org, networkId: network.id };
   const now = wholeSeconds(rt.clock());
@@ -255,7 +259,7 @@ export async function issueHostCert<R>(
       signer: rt.region,
     },
   };
-  const response = await buildResponse({ certificate, pem, ca });
+  const response = await buildResponse({ certificate, pem, ca, view });
   let result: Awaited<ReturnType<typeof rt.store.recordIssuance>>;
   try {
     result = await rt.store.recordIssuance({

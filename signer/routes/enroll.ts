@@ -19,17 +19,17 @@ import { idempotencyKeyOf, sha256Hex } from "../auth.ts";
 import { readJsonBody } from "../http.ts";
 import { issueHostCert } from "../issue.ts";
 import type { SignerRuntime } from "../runtime.ts";
-import type { HostCredential, IssuanceCredential } from "../store/types.ts";
+import type { HostCredential, IssuanceCredential, IssuanceView } from "../store/types.ts";
 
 type StoredIssued = Omit<IssuedCertificate, "hostToken">;
 
-export async function configHints(
+export function configHints(
   rt: SignerRuntime,
   cred: HostCredential,
-): Promise<NebulaConfigHints> {
-  // Only the lighthouses are read (an index holds just them): enrollment cost does not grow with hosts.
-  const lighthouseHosts = await rt.store.listLighthouses(cred.network.id);
-  const lighthouses = lighthouseHosts
+  view: IssuanceView,
+): NebulaConfigHints {
+  // Only the lighthouses are kept (an index holds just them): enrollment cost does not grow with hosts.
+  const lighthouses = view.lighthouses
     .filter((h) => h.lighthouse && h.state !== "blocked" && h.id !== cred.host.id)
     .map((h) => ({ ip: h.ip.split("/")[0] ?? h.ip, staticAddrs: h.staticAddrs }));
   const staticHostMap: Record<string, string[]> = {};
@@ -41,7 +41,7 @@ export async function configHints(
     listenPort: rt.nebulaListenPort,
     lighthouses,
     staticHostMap,
-    blocklist: await rt.store.blocklist(cred.network.id),
+    blocklist: view.blocklist(),
   };
 }
 
@@ -81,13 +81,13 @@ async function issueToHost(
       credential,
       idempotency,
     },
-    async ({ certificate, pem }) => ({
+    async ({ certificate, pem, view }) => ({
       hostId: cred.host.id,
       certificate: pem,
       fingerprint: certificate.fingerprint,
       notAfter: certificate.notAfter.toISOString(),
-      caBundle: await rt.store.caBundle(cred.network.id),
-      config: await configHints(rt, cred),
+      caBundle: view.caBundle(),
+      config: configHints(rt, cred, view),
     }),
   );
   if (outcome.replayed) {

@@ -162,6 +162,7 @@ export function createSignerStore(
       curve: row.curve,
       certVersion: row.certVersion,
       groups: row.groups ?? null,
+      revision: row.revision,
       createdAt: row.createdAt,
     };
   }
@@ -303,7 +304,57 @@ export function createSignerStore(
       )
       .orderBy(certificates.fingerprint)
       .prepare(),
+    revokedUntil: orm
+      .select({ fingerprint: certificates.fingerprint, notAfter: certificates.notAfter })
+      .from(certificates)
+      .where(
+        and(
+          eq(certificates.networkId, ph("networkId")),
+          isNotNull(certificates.revokedAt),
+          gt(certificates.notAfter, ph("nowMs")),
+        ),
+      )
+      .orderBy(certificates.fingerprint)
+      .prepare(),
   };
+
+  /** Moves the network's revision (see NetworkRecord.revision) inside the changing transaction. */
+  async function bumpRevision(tx: WriteTx, networkId: string): Promise<void> {
+    await tx
+      .update(networks)
+      .set({ revision: sql`${networks.revision} + 1` })
+      .where(eq(networks.id, networkId));
+  }
+
+  interface CachedIssuanceView {
+    revision: number;
+    activeCa: CaRecord;
+    cas: CaRecord[];
+    lighthouses: HostRecord[];
+    revoked: { fingerprint: string; notAfter: Date }[];
+  }
+  /** Per network, most recently used last; bounded so that many networks cannot grow it. */
+  const issuanceViews = new Map<string, CachedIssuanceView>();
+  const ISSUANCE_VIEWS_KEPT = 1024;
+
+  async function loadIssuanceView(network: NetworkRecord): Promise<CachedIssuanceView> {
+    const rows = await hot.casNewestFirst.all({ networkId: network.id });
+    const active = rows.find((r) => r.state === "active");
+    if (!active) throw new KeyholeError("not_found", "this network has no active CA");
+    const keys = await hot.sealedKeys.all({ caId: active.id });
+    const lighthouses = (await hot.lighthouses.all({ networkId: network.id })).map(hostRecord);
+    const revoked = await hot.revokedUntil.all({
+      networkId: network.id,
+      nowMs: clock().getTime(),
+    });
+    return {
+      revision: network.revision,
+      activeCa: caRecord(active, keys.map(sealedKeyOf)),
+      cas: rows.map((r) => caRecord(r, [])),
+      lighthouses,
+      revoked,
+    };
+  }
 
   async function insertCa(
     tx: WriteTx,
@@ -352,7 +403,12 @@ export function createSignerStore(
 
   /** Blocks a host inside `tx`: state, certificates revoked, tokens retired. */
   async function blockInTx(tx: WriteTx, hostId: string, now: Date): Promise<string[]> {
-    await tx.update(hosts).set({ state: "blocked" }).where(eq(hosts.id, hostId));
+    const [blocked] = await tx
+      .update(hosts)
+      .set({ state: "blocked" })
+      .where(eq(hosts.id, hostId))
+      .returning({ networkId: hosts.networkId });
+    if (blocked) await bumpRevision(tx, blocked.networkId);
     const revoked = await tx
       .update(certificates)
       .set({ revokedAt: now })
@@ -459,6 +515,7 @@ export function createSignerStore(
           curve: input.curve,
           certVersion: input.certVersion,
           groups: input.groups,
+          revision: 0,
           createdAt: now,
         };
         await tx.insert(networks).values(row).catch(constraintToApi);
@@ -508,6 +565,30 @@ export function createSignerStore(
         return caRecord(row, keys.map(sealedKeyOf));
       }),
 
+    issuanceView: (network) =>
+      read("reading the network's CAs, lighthouses and blocklist", async () => {
+        let view = issuanceViews.get(network.id);
+        if (view?.revision === network.revision) {
+          issuanceViews.delete(network.id);
+        } else {
+          view = await loadIssuanceView(network);
+          if (issuanceViews.size >= ISSUANCE_VIEWS_KEPT) {
+            issuanceViews.delete(issuanceViews.keys().next().value as string);
+          }
+        }
+        issuanceViews.set(network.id, view);
+        const { activeCa, cas: all, lighthouses, revoked } = view;
+        return {
+          activeCa,
+          lighthouses,
+          caBundle: () => bundleOf(trustedOf(all, clock())),
+          blocklist: () => {
+            const now = clock().getTime();
+            return revoked.filter((r) => r.notAfter.getTime() > now).map((r) => r.fingerprint);
+          },
+        };
+      }),
+
     caBundle: (networkId) =>
       read("reading the CA bundle", async () => bundleOf(await trustedCas(networkId))),
 
@@ -527,6 +608,7 @@ export function createSignerStore(
             .where(and(eq(cas.networkId, input.networkId), equalsConstant(cas.state, "previous")));
         }
         const ca = await insertCa(tx, input.networkId, net.org, input.ca, now);
+        await bumpRevision(tx, input.networkId);
         await appendAll(tx, input.audit, now, state);
         return { value: ca };
       });
@@ -611,6 +693,7 @@ export function createSignerStore(
           createdAt: now,
         };
         await tx.insert(hosts).values(row).catch(constraintToApi);
+        if (input.lighthouse) await bumpRevision(tx, net.id);
         await tx
           .insert(hostAddresses)
           .values(

@@ -43,6 +43,8 @@ export interface NetworkRecord {
   certVersion: CertVersion;
   /** Groups the CA is constrained to; null when unconstrained. */
   groups: string[] | null;
+  /** Moves with every change to the network's CAs, lighthouses or revocations (see IssuanceView). */
+  revision: number;
   createdAt: Date;
 }
 
@@ -272,6 +274,17 @@ export interface BlockResult {
 
 // ---- the store ----
 
+/** See SignerStore.issuanceView. Time-dependent parts are computed on each call. */
+export interface IssuanceView {
+  activeCa: CaRecord;
+  /** PEM of every CA the network trusts now (as caBundle). */
+  caBundle(): string;
+  /** The network's lighthouses (as listLighthouses). */
+  lighthouses: readonly HostRecord[];
+  /** Fingerprints of revoked certificates not yet expired (as blocklist). */
+  blocklist(): string[];
+}
+
 export interface SignerStore {
   /** Group-commit counters (transactions, writes, largest batch), for metrics. */
   writerStats(): WriterStats;
@@ -288,6 +301,13 @@ export interface SignerStore {
   listCas(networkId: string): Promise<CaRecord[]>;
   /** The CA new certificates are signed with. not_found when the network has none. */
   getActiveCa(networkId: string): Promise<CaRecord>;
+  /**
+   * What an issuance in the network reads besides its host, as of `network.revision`: kept in memory
+   * per network and read again when the revision of a freshly read network record has moved (every
+   * change to CAs, lighthouses or revocations moves it in the same transaction). not_found when the
+   * network has no active CA.
+   */
+  issuanceView(network: NetworkRecord): Promise<IssuanceView>;
   /** PEM of every active or previous CA not yet expired, active first: `pki.ca`. */
   caBundle(networkId: string): Promise<string>;
   /** Old active => previous (or retired), new CA active; one transaction. */

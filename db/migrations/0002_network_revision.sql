@@ -1,0 +1,1 @@
+ALTER TABLE `networks` ADD `revision` integer DEFAULT 0 NOT NULL;
