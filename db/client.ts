@@ -56,9 +56,12 @@ export interface Database {
   reopenWriter(): Promise<void>;
   /**
    * Throws storage_unavailable when a file database was deleted or replaced since it was opened
-   * (SQLite would keep writing to the unlinked file and lose every write). Cheap: one stat.
+   * (SQLite would keep writing to the unlinked file and lose every write). One stat, skipped when
+   * the last one that found the file is younger than `maxAgeMs` (reads pass 100 ms: a read of a
+   * file deleted that recently still sees its last committed state; writes pass nothing and always
+   * look). Once the file is found gone, every later call throws.
    */
-  assertReachable(): void;
+  assertReachable(maxAgeMs?: number): void;
   /** WAL syncs and checkpoints of a file database's writer (db/wal.ts); null for a server. */
   walStats(): WalStats | null;
   close(): Promise<void>;
@@ -131,6 +134,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     const read = drizzle(readClient, { schema });
     await readClient.execute("SELECT 1");
     const fileIdentity = path !== null ? identityOf(path) : null;
+    let foundAt = Number.NEGATIVE_INFINITY;
+    let gone = false;
     const rc = readClient;
     let wc = writeClient;
     return {
@@ -154,15 +159,18 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         writeClient = next;
         write = drizzle(next, { schema });
       },
-      assertReachable() {
+      assertReachable(maxAgeMs = 0) {
         if (path === null || fileIdentity === null || path === ":memory:") return;
+        if (!gone && maxAgeMs > 0 && performance.now() - foundAt < maxAgeMs) return;
         const now = identityOf(path);
-        if (now === null || now !== fileIdentity) {
+        if (gone || now === null || now !== fileIdentity) {
+          gone = true;
           throw new KeyholeError(
             "storage_unavailable",
             "the database file is gone or was replaced; restart the signer",
           );
         }
+        foundAt = performance.now();
       },
       walStats: () => walOffLoop?.stats() ?? null,
       async close() {

@@ -124,6 +124,23 @@ describe.each(STATEMENT_MODES)("storage failures, statements %s", (mode) => {
       );
     });
 
+    it("reads notice a removed file within 100 ms (one stat per 100 ms), writes at once, and it stays noticed", async () => {
+      expect((await t.store.getNetwork(net.id))?.id).toBe(net.id);
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
+      expect(await codeOf(t.store.recordAudit([auditEvent("org-a", "x")]))).toBe(
+        "storage_unavailable",
+      );
+      expect(await codeOf(t.store.getNetwork(net.id))).toBe("storage_unavailable");
+    });
+
+    it("a read alone notices a removed file once 100 ms have passed since the last look", async () => {
+      expect((await t.store.getNetwork(net.id))?.id).toBe(net.id);
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
+      await new Promise((r) => setTimeout(r, 120));
+      expect(await codeOf(t.store.getNetwork(net.id))).toBe("storage_unavailable");
+      expect(await codeOf(t.store.listNetworks("org-a"))).toBe("storage_unavailable");
+    });
+
     it("the database file replaced by another => storage_unavailable (never writes into the wrong file)", async () => {
       for (const suffix of ["", "-wal", "-shm"]) rmSync(t.path + suffix, { force: true });
       const replacement = await openDatabase({ url: t.url });

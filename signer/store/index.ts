@@ -101,6 +101,9 @@ const INVALID_CODE =
   "the enrollment code is unknown, already used or expired; ask an admin for a new host registration and code";
 const INVALID_TOKEN = "the host token is unknown; enroll with a new enrollment code from an admin";
 
+/** How old the last look at the database file may be for a read (see Database.assertReachable). */
+const READ_REACHABILITY_MS = 100;
+
 /** A store plus what operators and tests may inspect. */
 export interface SignerStoreHandle extends SignerStore {
   readonly database: Database;
@@ -126,7 +129,7 @@ export function createSignerStore(
   async function read<T>(what: string, query: () => Promise<T>): Promise<T> {
     if (closed) throw new KeyholeError("storage_unavailable", "the store is closed");
     try {
-      db.assertReachable();
+      db.assertReachable(READ_REACHABILITY_MS);
       return await query();
     } catch (e) {
       if (isStorageFailure(e)) throw toStorageError(e, what);

@@ -110,7 +110,7 @@ beforeAll(async () => {
     writeClient,
     writeJoinsTransaction: inner.writeJoinsTransaction,
     reopenWriter: () => Promise.reject(new Error("not expected in this test")),
-    assertReachable: () => inner.assertReachable(),
+    assertReachable: (maxAgeMs) => inner.assertReachable(maxAgeMs),
     walStats: () => inner.walStats(),
     close: () => inner.close(),
   };
