@@ -44,6 +44,7 @@ describe("signerConfigFromEnv", () => {
       KEYHOLE_KMS_ENDPOINTS: "us-east-1=http://127.0.0.1:5001,eu-west-1=http://127.0.0.1:5002",
       KEYHOLE_KMS_TIMEOUT_MS: "500",
       KEYHOLE_KMS_HEDGE_MS: "150",
+      KEYHOLE_KMS_COOLDOWN_MS: "0",
       KEYHOLE_SIGNER_PORT: "9443",
     });
     expect(c.custody).toEqual({
@@ -52,6 +53,7 @@ describe("signerConfigFromEnv", () => {
       endpoints: { "us-east-1": "http://127.0.0.1:5001", "eu-west-1": "http://127.0.0.1:5002" },
       attemptTimeoutMs: 500,
       hedgeAfterMs: 150,
+      regionCooldownMs: 0,
     });
     expect(c.db).toEqual({ url: "libsql://db.example.turso.io", authToken: "secret-token" });
     expect(c.listen.port).toBe(9443);

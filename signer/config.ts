@@ -12,6 +12,7 @@
  * - KEYHOLE_DATA_DIR          local custody: folder holding the development master keys (default .keyhole/data)
  * - KEYHOLE_KMS_TIMEOUT_MS    longest one KMS call may take before failing over (default 2000)
  * - KEYHOLE_KMS_HEDGE_MS      ask the next region in parallel after this long (default: never)
+ * - KEYHOLE_KMS_COOLDOWN_MS  ask a region that just failed last, for this long (default 5000; 0 = never)
  * - KEYHOLE_SIGNER_HOST       address to listen on (default 127.0.0.1)
  * - KEYHOLE_SIGNER_PORT       port to listen on (default 8443)
  * - KEYHOLE_TLS_CERT          PEM file of the signer's server certificate (required)
@@ -88,6 +89,7 @@ export function signerConfigFromEnv(env: Env): SignerConfig {
   const hedge = value(env, "KEYHOLE_KMS_HEDGE_MS");
   const hedgeAfterMs =
     hedge === undefined ? null : integer(env, "KEYHOLE_KMS_HEDGE_MS", 0, 1, 60_000);
+  const regionCooldownMs = integer(env, "KEYHOLE_KMS_COOLDOWN_MS", 5000, 0, 3_600_000);
   const kms = value(env, "KEYHOLE_KMS") ?? "local";
   let custody: CustodyConfig;
   if (kms === "local") {
@@ -100,6 +102,7 @@ export function signerConfigFromEnv(env: Env): SignerConfig {
       dataDir,
       attemptTimeoutMs,
       hedgeAfterMs,
+      regionCooldownMs,
       ...(regions ? { regions } : {}),
     };
   } else if (kms === "aws") {
@@ -122,6 +125,7 @@ export function signerConfigFromEnv(env: Env): SignerConfig {
       keys,
       attemptTimeoutMs,
       hedgeAfterMs,
+      regionCooldownMs,
       ...(endpoints ? { endpoints } : {}),
     };
   } else {

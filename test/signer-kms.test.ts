@@ -10,6 +10,8 @@ import { MOTO_CREDENTIALS, type MotoRegion, motoServer, startMoto } from "./supp
 import { describeWith } from "./support/tools.ts";
 
 const TIMEOUT_MS = 800;
+/** How long a region that failed is asked after the other (short here, so tests can wait it out). */
+const COOLDOWN_MS = 300;
 
 describeWith([motoServer], "signer with KMS in two moto regions", () => {
   let a: MotoRegion;
@@ -31,6 +33,7 @@ describeWith([motoServer], "signer with KMS in two moto regions", () => {
           credentials: MOTO_CREDENTIALS,
           attemptTimeoutMs: TIMEOUT_MS,
           hedgeAfterMs: null,
+          regionCooldownMs: COOLDOWN_MS,
         }),
     });
     admin = await s.token();
@@ -133,9 +136,11 @@ describeWith([motoServer], "signer with KMS in two moto regions", () => {
     }
   });
 
-  it("enrolls with region A killed; the audit log shows A's failed attempt and B's success", async () => {
+  it("enrolls with region A killed; the audit log shows A's failed attempt and B's success; while A cools down B is asked first", async () => {
     const code = await register();
     await a.kill();
+    // Whatever an earlier test did to region A, its cool-down is over: A is asked first again.
+    await new Promise((r) => setTimeout(r, COOLDOWN_MS + 50));
     const res = await enroll(code);
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     const rows = await auditOf(res.headers.get("x-request-id") ?? "");
@@ -150,6 +155,19 @@ describeWith([motoServer], "signer with KMS in two moto regions", () => {
       region: "eu-west-1",
       certFingerprint: res.body.fingerprint,
     });
+
+    // Right after, A is cooling down: the next open asks B alone (one call, no failover).
+    const before = s.custody.stats();
+    const next = await enroll(await register());
+    expect(next.status, JSON.stringify(next.body)).toBe(201);
+    const after = s.custody.stats();
+    expect(after.decryptCalls["us-east-1"]).toBe(before.decryptCalls["us-east-1"]);
+    expect(after.decryptCalls["eu-west-1"]).toBe((before.decryptCalls["eu-west-1"] ?? 0) + 1);
+    expect(after.failovers).toBe(before.failovers);
+    const nextRows = await auditOf(next.headers.get("x-request-id") ?? "");
+    expect(
+      nextRows.filter((r) => r.action === "kms.decrypt").map((r) => `${r.region}:${r.outcome}`),
+    ).toEqual(["eu-west-1:ok"]);
   });
 
   it("both regions down: 503 kms_unavailable, no certificate, the code still unused, attempts audited", async () => {

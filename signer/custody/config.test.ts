@@ -52,8 +52,12 @@ describe("parseRegionMap", () => {
 });
 
 describe("custody options", () => {
-  it("defaults to a 2 s attempt timeout and no hedge", () => {
-    expect(resolveOptions({})).toEqual({ attemptTimeoutMs: 2000, hedgeAfterMs: null });
+  it("defaults to a 2 s attempt timeout, no hedge and a 5 s cool-down for a failed region", () => {
+    expect(resolveOptions({})).toEqual({
+      attemptTimeoutMs: 2000,
+      hedgeAfterMs: null,
+      regionCooldownMs: 5000,
+    });
   });
 
   it("refuses a hedge that would never fire before the timeout, and absurd timeouts", () => {
@@ -62,6 +66,8 @@ describe("custody options", () => {
     );
     expect(refusal(() => resolveOptions({ attemptTimeoutMs: 0 }))).toMatch(/1 to 120000/);
     expect(refusal(() => resolveOptions({ attemptTimeoutMs: Number.NaN }))).toMatch(/1 to 120000/);
+    expect(refusal(() => resolveOptions({ regionCooldownMs: -1 }))).toMatch(/cool-down/);
+    expect(refusal(() => resolveOptions({ regionCooldownMs: 1.5 }))).toMatch(/cool-down/);
   });
 
   it("refuses fewer than two regions, an endpoint for an unknown region, a malformed endpoint", async () => {

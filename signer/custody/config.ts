@@ -67,5 +67,12 @@ export function resolveOptions(given: Partial<CustodyOptions>): CustodyOptions {
       `KMS hedge delay must be 0 or more and below the attempt timeout (${attemptTimeoutMs} ms), not ${hedgeAfterMs}`,
     );
   }
-  return { attemptTimeoutMs, hedgeAfterMs };
+  const regionCooldownMs = given.regionCooldownMs ?? DEFAULT_CUSTODY_OPTIONS.regionCooldownMs;
+  if (!Number.isInteger(regionCooldownMs) || regionCooldownMs < 0 || regionCooldownMs > 3_600_000) {
+    throw new CustodyError(
+      "invalid",
+      `KMS region cool-down must be 0 to 3600000 ms, not ${regionCooldownMs}`,
+    );
+  }
+  return { attemptTimeoutMs, hedgeAfterMs, regionCooldownMs };
 }

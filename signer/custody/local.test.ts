@@ -44,7 +44,11 @@ afterEach(async () => {
 });
 
 async function custody(
-  options: { attemptTimeoutMs?: number; hedgeAfterMs?: number | null } = {},
+  options: {
+    attemptTimeoutMs?: number;
+    hedgeAfterMs?: number | null;
+    regionCooldownMs?: number;
+  } = {},
 ): Promise<KeyCustody> {
   const c = await createCustody({ backend: "local", dataDir, ...options });
   opened.push(c);
@@ -142,6 +146,39 @@ describe("local custody: regions down", () => {
     const health = await c.health();
     expect(health["local-a"]?.status).toBe("down");
     expect(health["local-b"]?.status).toBe("ok");
+  });
+
+  it("asks region B first while A cools down after a failure, and A first again once it is over", async () => {
+    const c = await custody({ regionCooldownMs: 200 });
+    const { key, copies } = await sealed(c);
+    const regionsAsked = async () =>
+      (await openAndKeep(c, copies)).result.attempts.map((a) => `${a.region}:${a.outcome}`);
+    rmSync(masterKeyPath(dataDir, "local-a"));
+    expect(await regionsAsked()).toEqual(["local-a:unavailable", "local-b:ok"]);
+    expect(await regionsAsked()).toEqual(["local-b:ok"]);
+    expect(await regionsAsked()).toEqual(["local-b:ok"]);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await regionsAsked()).toEqual(["local-a:unavailable", "local-b:ok"]);
+    // A cooling region is still asked when the other fails.
+    const bKey = readFileSync(masterKeyPath(dataDir, "local-b"));
+    rmSync(masterKeyPath(dataDir, "local-b"));
+    const both = await caught(c.openCaKey("ca-1", copies, CTX, async () => undefined));
+    expect(both.attempts?.map((a) => `${a.region}:${a.outcome}`)).toEqual([
+      "local-b:unavailable",
+      "local-a:unavailable",
+    ]);
+    writeFileSync(masterKeyPath(dataDir, "local-b"), bKey, { mode: 0o600 });
+    expect((await openAndKeep(c, copies)).seen).toEqual(key);
+  });
+
+  it("keeps the configured order after failures when the cool-down is 0", async () => {
+    const c = await custody({ regionCooldownMs: 0 });
+    const { copies } = await sealed(c);
+    rmSync(masterKeyPath(dataDir, "local-a"));
+    for (let i = 0; i < 2; i++) {
+      const { result } = await openAndKeep(c, copies);
+      expect(result.attempts.map((a) => a.region)).toEqual(["local-a", "local-b"]);
+    }
   });
 
   it("fails over when A's key file is unreadable (a directory in its place)", async () => {

@@ -136,11 +136,17 @@ export interface CustodyOptions {
   attemptTimeoutMs: number;
   /** Ask the next region in parallel when the first has not answered after this long; null = never. */
   hedgeAfterMs: number | null;
+  /**
+   * How long a region whose decrypt failed for availability, or was outrun by the hedge, is asked
+   * after the others instead of first (0: always in the configured order).
+   */
+  regionCooldownMs: number;
 }
 
 export const DEFAULT_CUSTODY_OPTIONS: CustodyOptions = {
   attemptTimeoutMs: 2000,
   hedgeAfterMs: null,
+  regionCooldownMs: 5000,
 };
 
 export type LocalCustodyConfig = {
