@@ -127,10 +127,10 @@ export async function flushPendingAudit(
   state.pendingAudit = [];
   if (st.rowByRow) {
     for (const p of pending) {
-      const [inserted] = await st.insertAudit
-        .all(driverRow(auditEvents, p.row))
+      const inserted = await st.insertAudit
+        .run(driverRow(auditEvents, p.row))
         .catch(auditUnavailable);
-      p.view.seq = inserted?.seq ?? 0;
+      p.view.seq = Number(inserted.lastInsertRowid ?? 0);
     }
     return;
   }

@@ -126,11 +126,11 @@ const DEFINITIONS = {
   insertToken: (b: Builder) => b.insert(hostTokens).values(rowPlaceholders(hostTokens)).prepare(),
   insertCertificate: (b: Builder) =>
     b.insert(certificates).values(rowPlaceholders(certificates)).prepare(),
+  /** One audit row; its seq is the statement's last insert rowid (seq is the rowid). */
   insertAudit: (b: Builder) =>
     b
       .insert(auditEvents)
       .values(rowPlaceholders(auditEvents, ["seq"]))
-      .returning({ seq: auditEvents.seq })
       .prepare(),
   auditHead: (b: Builder) =>
     b

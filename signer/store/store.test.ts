@@ -523,6 +523,19 @@ describe.each(STATEMENT_MODES)("store, statements %s", (mode) => {
       expect(await store.verifyAuditChain()).toEqual({ ok: true, rows: 4 });
     });
 
+    it("returns each written row with the seq and hash it has in the database", async () => {
+      await someRows();
+      const written = await store.recordAudit([
+        auditEvent("org-a", "one"),
+        auditEvent("org-a", "two"),
+      ]);
+      const stored = (await store.listAudit("org-a", { limit: 2 })).reverse();
+      expect(written.map((r) => [r.seq, r.hash, r.action])).toEqual(
+        stored.map((r) => [r.seq, r.hash, r.action]),
+      );
+      expect(written.map((r) => r.seq)).toEqual([5, 6]);
+    });
+
     it("detects an edited row", async () => {
       await someRows();
       const c = createClient({ url: t.url });
