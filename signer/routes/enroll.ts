@@ -116,11 +116,20 @@ export function registerEnrollRoutes(app: SignerApp, rt: SignerRuntime): void {
   app.post("/v1/enroll", async (c) => {
     const body = await readJsonBody(c, EnrollBody);
     const bodyText = JSON.stringify(body);
-    // Idempotent replies are scoped to the credential: only its holder can replay them.
+    // Idempotent replies are scoped to the credential: only its holder can replay them. A reply is
+    // stored in the transaction that uses the code, so while the code is unused there is none, and
+    // the store is asked for one only when the code is refused (reading a code has no side effects;
+    // a host token's does, which is why /v1/renew looks for its reply first).
     const scope = `code:${sha256Hex(body.code)}`;
-    const replay = await replayed(c, rt, scope, bodyText);
-    if (replay) return replay;
-    const cred = await rt.store.authenticateEnrollmentCode(body.code);
+    let cred: HostCredential;
+    try {
+      cred = await rt.store.authenticateEnrollmentCode(body.code);
+    } catch (e) {
+      if (!(e instanceof KeyholeError && e.code === "invalid_enrollment_code")) throw e;
+      const replay = await replayed(c, rt, scope, bodyText);
+      if (replay) return replay;
+      throw e;
+    }
     return issueToHost(
       rt,
       c,
