@@ -16,7 +16,7 @@ import { DEFAULT_LOCAL_REGIONS, LOCAL_LABEL, prepareLocalRegions } from "./local
 import { type CustodyConfig, CustodyError, type KeyCustody } from "./types.ts";
 
 export { parseRegionMap } from "./config.ts";
-export { SHARE_WINDOW_MS } from "./custody.ts";
+export { COALESCE_UNDER_LOAD_MS, SHARE_WINDOW_MS } from "./custody.ts";
 export { masterKeyPath } from "./local.ts";
 export * from "./types.ts";
 

@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  COALESCE_UNDER_LOAD_MS,
   createCustody,
   type KeyCustody,
   masterKeyPath,
@@ -378,6 +379,34 @@ describe("local custody: refusals", () => {
 });
 
 describe("local custody: coalescing", () => {
+  it("under concurrent load a new decrypt waits COALESCE_UNDER_LOAD_MS for company; alone or one by one it never waits", async () => {
+    const c = await custody();
+    const { key, copies } = await sealed(c);
+    const calls = () => c.stats().decryptCalls["local-a"] ?? 0;
+    // One caller after another: every open decrypts at once.
+    for (let i = 0; i < 3; i++) await openAndKeep(c, copies);
+    expect(c.stats().coalescingWaits).toBe(0);
+    // A shared opening (five callers at once)...
+    await Promise.all(Array.from({ length: 5 }, () => openAndKeep(c, copies)));
+    const before = calls();
+    // ...so the next decrypt waits, and a caller arriving 2 ms later rides along.
+    const started = performance.now();
+    const first = openAndKeep(c, copies);
+    await new Promise((r) => setTimeout(r, 2));
+    const second = openAndKeep(c, copies);
+    const [a, b] = await Promise.all([first, second]);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(COALESCE_UNDER_LOAD_MS - 1);
+    expect(a.seen).toEqual(key);
+    expect(b.seen).toEqual(key);
+    expect(b.result.shared).toBe(true);
+    expect(calls() - before).toBe(1);
+    expect(c.stats().coalescingWaits).toBe(1);
+    // Once SHARE_WINDOW_MS has passed since, an open decrypts at once again.
+    await new Promise((r) => setTimeout(r, SHARE_WINDOW_MS + 20));
+    await openAndKeep(c, copies);
+    expect(c.stats().coalescingWaits).toBe(1);
+  });
+
   it("100 concurrent opens of one CA share one decrypt; every use sees the key; zeroed afterwards", async () => {
     const c = await custody();
     const { key, copies } = await sealed(c);

@@ -99,6 +99,8 @@ export interface CustodyStats {
   hedges: number;
   /** Attempts refused by KMS as a context mismatch, access denial or invalid ciphertext. */
   denials: number;
+  /** Decrypts that waited COALESCE_UNDER_LOAD_MS for more callers before starting. */
+  coalescingWaits: number;
 }
 
 export interface KeyCustody {
@@ -137,8 +139,8 @@ export interface CustodyOptions {
   /** Ask the next region in parallel when the first has not answered after this long; null = never. */
   hedgeAfterMs: number | null;
   /**
-   * How long a region whose decrypt failed for availability, or was outrun by the hedge, is asked
-   * after the others instead of first (0: always in the configured order).
+   * How long a region whose decrypt failed (other than a refusal), or was outrun by the hedge, is
+   * asked after the others instead of first (0: always in the configured order).
    */
   regionCooldownMs: number;
 }

@@ -39,6 +39,7 @@ export function registerHealthRoutes(app: SignerApp, rt: SignerRuntime): void {
       failovers: s.failovers,
       hedges: s.hedges,
       denials: s.denials,
+      coalescingWaits: s.coalescingWaits,
     };
     const w = rt.store.writerStats();
     const store = {
