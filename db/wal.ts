@@ -12,10 +12,10 @@
  *   its callers only after that, so nothing is answered before its commit is on disk: the same
  *   guarantee as FULL (SQLite's NORMAL syncs the WAL before each checkpoint and the database after
  *   it, and the WAL header when the file is reused).
- * - At most every `checkpointEveryMs`, after a commit, a passive checkpoint runs on a connection of
- *   its own through libsql's asynchronous API, which steps it on a worker thread; the writer waits
- *   for it, the event loop does not. If checkpoints keep failing, `inlineCheckpoint` (the writer's
- *   own, blocking checkpoint) takes over so the WAL cannot grow without bound.
+ * - At most every `checkpointEveryMs`, passive checkpoints run on a connection of their own through
+ *   libsql's asynchronous API, which steps them on a worker thread (see checkpointIfDue). If they
+ *   keep failing, `inlineCheckpoint` (the writer's own, blocking checkpoint) takes over so the WAL
+ *   cannot grow without bound.
  */
 import { open } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -165,13 +165,23 @@ export function createWalOffLoop(options: WalOffLoopOptions): WalOffLoop {
   }
 
   /**
-   * Runs a checkpoint when one is due and waits for it. The writer waits (its callers' next batch
-   * gathers meanwhile) but the event loop does not: the checkpoint steps on libsql's worker thread.
-   * Waiting matters: a checkpoint that ends before the next commit has copied the whole WAL, so
-   * SQLite starts the WAL over at the next write instead of letting it grow under steady load.
+   * Checkpoints in two steps, both on libsql's worker thread (the event loop never waits):
+   * - when one is due, a checkpoint starts in the background while the writer goes on committing; it
+   *   copies the bulk of the WAL;
+   * - after the commit that follows its end, the writer waits for a second one, which has only the
+   *   last few commits to copy. A checkpoint that ends before the next commit has copied the whole
+   *   WAL, so SQLite starts the WAL over at the next write instead of letting it grow under steady
+   *   load; doing the bulk of the copying first keeps the writer's wait short.
    */
+  let catchUp = false;
   async function checkpointIfDue(): Promise<void> {
     if (closed || checkpointing !== null) return;
+    if (catchUp) {
+      catchUp = false;
+      checkpointing = checkpoint();
+      await checkpointing;
+      return;
+    }
     if (performance.now() - lastCheckpoint < every) return;
     if (failuresInARow >= FAILURES_BEFORE_INLINE) {
       lastCheckpoint = performance.now();
@@ -182,8 +192,9 @@ export function createWalOffLoop(options: WalOffLoopOptions): WalOffLoop {
       await options.inlineCheckpoint();
       return;
     }
-    checkpointing = checkpoint();
-    await checkpointing;
+    checkpointing = checkpoint().then(() => {
+      catchUp = failuresInARow === 0;
+    });
   }
 
   return {
