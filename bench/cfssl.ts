@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "../cli/dev/moto.ts";
-import { type LoadResult, medianOfRuns, runLoad } from "./load.ts";
+import { type LoadResult, runLoad } from "./load.ts";
 
 const run = promisify(execFile);
 
@@ -28,28 +28,25 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
   throw new Error(`${url} did not answer within ${timeoutMs} ms`);
 }
 
-export async function benchCfssl(options: {
-  concurrency: number;
-  total: number;
-  maxMs: number;
-  /** Runs; rates and percentiles are their medians. Default 1. */
-  runs?: number;
-}): Promise<LoadResult | { skipped: string }> {
+/** A running `cfssl serve` with a fresh P-256 CA, and one CSR to sign over and over. */
+export interface CfsslServer {
+  /** One load run of sign requests (after a short warm-up on the first call). */
+  run(load: { concurrency: number; total: number; maxMs: number }): Promise<LoadResult>;
+  stop(): Promise<void>;
+}
+
+export async function startCfssl(): Promise<CfsslServer | { skipped: string }> {
   if (!existsSync(CFSSL))
     return { skipped: `cfssl not found at ${CFSSL} (apt-get install golang-cfssl)` };
   const dir = await mkdtemp(join(tmpdir(), "keyhole-cfssl-"));
-  const port = await freePort();
+  const removeDir = () => rm(dir, { recursive: true, force: true });
   try {
-    await run("openssl", [
-      "ecparam",
-      "-name",
-      "prime256v1",
-      "-genkey",
-      "-noout",
-      "-out",
-      join(dir, "ca.key"),
-    ]);
-    await run("openssl", [
+    const port = await freePort();
+    const openssl = (...args: string[]) => run("openssl", args);
+    const key = (name: string) =>
+      openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", join(dir, name));
+    await key("ca.key");
+    await openssl(
       "req",
       "-x509",
       "-new",
@@ -61,17 +58,9 @@ export async function benchCfssl(options: {
       "30",
       "-subj",
       "/CN=bench CA",
-    ]);
-    await run("openssl", [
-      "ecparam",
-      "-name",
-      "prime256v1",
-      "-genkey",
-      "-noout",
-      "-out",
-      join(dir, "host.key"),
-    ]);
-    await run("openssl", [
+    );
+    await key("host.key");
+    await openssl(
       "req",
       "-new",
       "-key",
@@ -80,7 +69,7 @@ export async function benchCfssl(options: {
       join(dir, "host.csr"),
       "-subj",
       "/CN=host",
-    ]);
+    );
     await writeFile(
       join(dir, "config.json"),
       JSON.stringify({
@@ -108,6 +97,10 @@ export async function benchCfssl(options: {
       ],
       { stdio: "ignore" },
     );
+    const stop = async () => {
+      child.kill("SIGKILL");
+      await removeDir();
+    };
     try {
       const base = `http://127.0.0.1:${port}`;
       await waitForHttp(`${base}/api/v1/cfssl/info`, 15_000);
@@ -124,15 +117,13 @@ export async function benchCfssl(options: {
         if (!res.ok || !json.success) throw new Error(`cfssl answered ${res.status}`);
       };
       await runLoad({ concurrency: 4, total: 50, maxMs: 5_000, request: sign }); // warm-up
-      const results: LoadResult[] = [];
-      for (let r = 0; r < Math.max(1, options.runs ?? 1); r++) {
-        results.push(await runLoad({ ...options, request: sign }));
-      }
-      return medianOfRuns(results);
-    } finally {
-      child.kill("SIGKILL");
+      return { run: (load) => runLoad({ ...load, request: sign }), stop };
+    } catch (e) {
+      await stop();
+      throw e;
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  } catch (e) {
+    await removeDir();
+    throw e;
   }
 }

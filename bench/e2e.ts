@@ -68,6 +68,12 @@ export interface EnrollBenchOptions {
   baselines?: boolean;
   /** Called once the load of the given level is running (fault injection). */
   during?: (concurrency: number) => Promise<void> | void;
+  /**
+   * Called after each run of each level with that run's result, before the next run starts: a
+   * baseline measured here (cfssl, a nebula-cert loop) sees the same moment of a shared machine as
+   * the run it is compared with. Its CPU is not counted in the level's.
+   */
+  afterRun?: (concurrency: number, run: number, result: LoadResult) => Promise<void>;
   log?: (line: string) => void;
 }
 
@@ -372,24 +378,30 @@ export async function benchEnroll(options: EnrollBenchOptions): Promise<EnrollBe
       // A short pause, so that the registrations' last commits do not overlap the level.
       await new Promise((r) => setTimeout(r, 200));
       const m0 = await b.signerMetrics();
-      const cpu0 = cpuTimes(b);
       const results: LoadResult[] = [];
+      const cpuUsed = { signer: 0, workerd: 0, loadGenerator: 0 };
       for (let r = 0; r < runs; r++) {
         log(`  enrolling at concurrency ${concurrency} (run ${r + 1}/${runs})...`);
+        const cpu0 = cpuTimes(b);
         const load = enrollLoad(b, codes, keys, r * total, {
           concurrency,
           total,
           maxMs: options.maxMsPerLevel,
         });
         if (r === 0 && options.during) await options.during(concurrency);
-        results.push(await load);
+        const run = await load;
+        const cpu1 = cpuTimes(b);
+        for (const k of Object.keys(cpuUsed) as (keyof typeof cpuUsed)[]) {
+          cpuUsed[k] += cpu1[k] - cpu0[k];
+        }
+        results.push(run);
+        await options.afterRun?.(concurrency, r, run);
       }
       const result = medianOfRuns(results);
-      const cpu1 = cpuTimes(b);
       const m1 = await b.signerMetrics();
       const kmsDecrypts = m1.decrypts - m0.decrypts;
-      const perEnroll = (k: keyof typeof cpu0) =>
-        result.requests ? (cpu1[k] - cpu0[k]) / result.requests : Number.NaN;
+      const perEnroll = (k: keyof typeof cpuUsed) =>
+        result.requests ? cpuUsed[k] / result.requests : Number.NaN;
       levels.push({
         ...result,
         kmsDecrypts,

@@ -17,10 +17,17 @@ import {
   startMoto,
   stopAllMoto,
 } from "../cli/dev/moto.ts";
-import { benchCfssl } from "./cfssl.ts";
+import { startCfssl } from "./cfssl.ts";
 import { benchEnroll, type EnrollBenchResult, type EnrollLevel } from "./e2e.ts";
-import type { LoadResult } from "./load.ts";
-import { benchSign, formatSignBench, type SignBenchResult } from "./sign.ts";
+import { type LoadResult, median, medianOfRuns } from "./load.ts";
+import {
+  benchSign,
+  formatSignBench,
+  NEBULA_CERT,
+  type NebulaCertLoop,
+  type SignBenchResult,
+  startNebulaCertLoop,
+} from "./sign.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
@@ -125,34 +132,65 @@ async function main(): Promise<void> {
   });
   log(formatSignBench(sign));
 
-  log("== end to end, local custody backend");
-  const local = await benchEnroll({
-    concurrencies: CONCURRENCIES,
-    perLevel,
-    maxMsPerLevel: MAX_MS,
-    warmUp: WARM_UP,
-    runs: RUNS,
-    baselines: true,
-    log,
-  });
+  // The alternatives are measured right after each run at 64 concurrent, so that each ratio
+  // compares two measurements of the same minute on this shared machine.
+  const cfsslServer = await startCfssl();
+  const nebulaLoop: NebulaCertLoop | null = existsSync(NEBULA_CERT)
+    ? await startNebulaCertLoop(NEBULA_CERT, 2, "CURVE25519")
+    : null;
+  const paired: { enroll: number[]; cfssl: LoadResult[]; nebulaCert: number[] } = {
+    enroll: [],
+    cfssl: [],
+    nebulaCert: [],
+  };
+  const alternativesAfter = async (concurrency: number, run: number, result: LoadResult) => {
+    if (concurrency !== 64) return;
+    paired.enroll.push(result.perSecond);
+    if (!("skipped" in cfsslServer)) {
+      log(`  cfssl serve, P-256 CSRs at concurrency 64 (run ${run + 1}/${RUNS})...`);
+      paired.cfssl.push(
+        await cfsslServer.run({ concurrency: 64, total: quick ? 500 : 3000, maxMs: MAX_MS }),
+      );
+    }
+    if (nebulaLoop) {
+      log(`  nebula-cert sign loop (run ${run + 1}/${RUNS})...`);
+      paired.nebulaCert.push(await nebulaLoop.rate(quick ? 8 : 24));
+    }
+  };
+
+  log("== end to end, local custody backend (cfssl and nebula-cert after each run at 64)");
+  let local: EnrollBenchResult;
+  try {
+    local = await benchEnroll({
+      concurrencies: CONCURRENCIES,
+      perLevel,
+      maxMsPerLevel: MAX_MS,
+      warmUp: WARM_UP,
+      runs: RUNS,
+      baselines: true,
+      afterRun: alternativesAfter,
+      log,
+    });
+  } finally {
+    if (!("skipped" in cfsslServer)) await cfsslServer.stop();
+    await nebulaLoop?.close();
+  }
   const scenarios: Scenario[] = [{ name: "local", result: local }];
   scenarios.push(await motoScenario("moto", "none"));
   scenarios.push(await motoScenario("moto, region A paused", "pause"));
   scenarios.push(await motoScenario("moto, region A killed", "kill"));
   stopAllMoto();
 
-  log("== cfssl serve (online CA over HTTP), P-256 CSRs, concurrency 64");
-  const cfssl: LoadResult | { skipped: string } = await benchCfssl({
-    concurrency: 64,
-    total: quick ? 500 : 3000,
-    maxMs: MAX_MS,
-    runs: RUNS,
-  });
-
+  const cfssl: LoadResult | { skipped: string } =
+    "skipped" in cfsslServer ? cfsslServer : medianOfRuns(paired.cfssl);
   const at64 = level(local, 64);
-  const nebulaCert =
-    sign.rows.find((r) => r.version === 2 && r.curve === "CURVE25519")?.nebulaCertPerSec ?? null;
+  const nebulaCert = paired.nebulaCert.length > 0 ? median(paired.nebulaCert) : null;
   const cfsslPerSec = "perSecond" in cfssl ? cfssl.perSecond : null;
+  /** The median over runs of (enrollments/s in run i) / (baseline in run i). */
+  const pairedRatio = (baseline: number[]) =>
+    baseline.length === paired.enroll.length && baseline.length > 0
+      ? median(paired.enroll.map((e, i) => e / (baseline[i] as number)))
+      : null;
   const summary = {
     date: started.toISOString(),
     cores: cpus().length,
@@ -172,8 +210,8 @@ async function main(): Promise<void> {
     nebula_cert_sign_per_s: nebulaCert,
     cfssl_sign_per_s: cfsslPerSec,
     cfssl_p99_ms: "p99Ms" in cfssl ? cfssl.p99Ms : null,
-    enroll_vs_nebula_cert: at64 && nebulaCert ? at64.perSecond / nebulaCert : null,
-    enroll_vs_cfssl: at64 && cfsslPerSec ? at64.perSecond / cfsslPerSec : null,
+    enroll_vs_nebula_cert: pairedRatio(paired.nebulaCert),
+    enroll_vs_cfssl: pairedRatio(paired.cfssl.map((r) => r.perSecond)),
     cpu_ms_per_enroll: at64?.cpuMsPerEnroll ?? null,
     edge_only_per_s: local.baselines?.edgeOnly.perSecond ?? null,
     relay_round_trip_per_s: local.baselines?.relayRoundTrip.perSecond ?? null,
@@ -226,8 +264,8 @@ async function main(): Promise<void> {
   const ratios = [
     `CPU per enrollment at 64 concurrent (local): signer ${fmt(cpu?.signer, 2)} ms, workerd ${fmt(cpu?.workerd, 2)} ms, load generator ${fmt(cpu?.loadGenerator, 2)} ms`,
     `end to end at 64 concurrent vs the edge → signer round trip without issuing (same run): ${fmt(summary.enroll_vs_round_trip ?? undefined, 2)}x`,
-    `end to end at 64 concurrent vs a nebula-cert sign loop: ${fmt(summary.enroll_vs_nebula_cert ?? undefined, 1)}x`,
-    `end to end at 64 concurrent vs cfssl serve: ${fmt(summary.enroll_vs_cfssl ?? undefined, 2)}x`,
+    `end to end at 64 concurrent vs a nebula-cert sign loop (${fmt(nebulaCert ?? undefined, 1)}/s, v2 Curve25519) run right after each run: ${fmt(summary.enroll_vs_nebula_cert ?? undefined, 1)}x (median of the per-run ratios)`,
+    `end to end at 64 concurrent vs cfssl serve run right after each run: ${fmt(summary.enroll_vs_cfssl ?? undefined, 2)}x (median of the per-run ratios)`,
     `KMS decrypts for one isolated enrollment: ${local.isolatedDecrypts}; signer memory ${fmt(local.signerRssMiB)} MiB (peak ${fmt(local.signerPeakRssMiB)} MiB)`,
   ];
   const report = `Measured ${started.toISOString().slice(0, 10)} on ${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), node ${process.version}${quick ? ", --quick" : ""}; each load row is the median of ${RUNS} run${RUNS === 1 ? "" : "s"}.\n\n${signTable}\n\n${table}\n\n${ratios.map((r) => `- ${r}`).join("\n")}\n`;

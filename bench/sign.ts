@@ -11,7 +11,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -28,6 +28,7 @@ import {
   signerFromPrivateKey,
 } from "../core/cert/index.ts";
 import { nodeCrypto } from "../core/cert/native.ts";
+import { median } from "./load.ts";
 
 const run = promisify(execFile);
 
@@ -302,73 +303,85 @@ async function ratePerSecond(ms: number, step: (i: number) => Promise<unknown>):
   return (n * 1000) / elapsed;
 }
 
+/** The nebula-cert 1.11 this project installs (scripts/install-nebula.sh). */
+export const NEBULA_CERT = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  "../.cache/nebula-1.11/usr/bin/nebula-cert",
+);
+
+/**
+ * A `nebula-cert sign` loop as people script it: one process per certificate, against a CA and a
+ * host public key made once in a temporary folder.
+ */
+export interface NebulaCertLoop {
+  /** Signs `count` certificates one process after another; certificates per second. */
+  rate(count: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+let serial = 0;
+
+export async function startNebulaCertLoop(
+  tool: string,
+  version: CertVersion,
+  curve: Curve,
+): Promise<NebulaCertLoop> {
+  const dir = await mkdtemp(join(tmpdir(), "keyhole-bench-nebula-"));
+  const close = () => rm(dir, { recursive: true, force: true });
+  try {
+    const c = curve === "P256" ? "P256" : "25519";
+    await run(tool, ["ca", "-name", "bench", "-version", String(version), "-curve", c], {
+      cwd: dir,
+    });
+    await run(tool, ["keygen", "-curve", c, "-out-key", "host.key", "-out-pub", "host.pub"], {
+      cwd: dir,
+    });
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return {
+    async rate(count) {
+      const start = performance.now();
+      for (let i = 0; i < count; i++) {
+        serial++;
+        const ip = `10.80.${(serial >> 8) & 0xff}.${serial & 0xff || 1}/16`;
+        await run(tool, ["sign", "-name", `h${serial}`, "-networks", ip, "-in-pub", "host.pub"], {
+          cwd: dir,
+        });
+      }
+      return (count * 1000) / (performance.now() - start);
+    },
+    close,
+  };
+}
+
 async function benchNebulaCert(
   opts: SignBenchOptions,
   rounds: number,
   log: (line: string) => void,
 ): Promise<{ rates?: Map<string, number>; skipped?: string }> {
   if (opts.nebulaCert === null) return { skipped: "disabled by the caller" };
-  const tool =
-    opts.nebulaCert ??
-    resolve(dirname(fileURLToPath(import.meta.url)), "../.cache/nebula-1.11/usr/bin/nebula-cert");
+  const tool = opts.nebulaCert ?? NEBULA_CERT;
   if (!existsSync(tool)) return { skipped: `${tool} not found (sh scripts/install-nebula.sh)` };
   const perRound = opts.nebulaCertPerRound ?? 8;
-  const dir = await mkdtemp(join(tmpdir(), "keyhole-bench-nebula-"));
+  const loops = await Promise.all(COMBOS.map((c) => startNebulaCertLoop(tool, c.version, c.curve)));
   try {
-    const rates = new Map<string, number>();
     const samples = new Map<string, number[]>();
-    for (const c of COMBOS) {
-      const sub = join(dir, `v${c.version}-${c.curve}`);
-      const curve = c.curve === "P256" ? "P256" : "25519";
-      await mkdir(sub);
-      await run(tool, ["ca", "-name", "bench", "-version", String(c.version), "-curve", curve], {
-        cwd: sub,
-      });
-      await run(tool, ["keygen", "-curve", curve, "-out-key", "host.key", "-out-pub", "host.pub"], {
-        cwd: sub,
-      });
-    }
-    let serial = 0;
     for (let r = 0; r < rounds; r++) {
-      for (const c of COMBOS) {
-        const sub = join(dir, `v${c.version}-${c.curve}`);
-        const start = performance.now();
-        for (let i = 0; i < perRound; i++) {
-          serial++;
-          await run(
-            tool,
-            [
-              "sign",
-              "-name",
-              `h${serial}`,
-              "-networks",
-              `10.80.${serial >> 8}.${serial & 0xff || 1}/16`,
-              "-in-pub",
-              "host.pub",
-            ],
-            { cwd: sub },
-          );
-        }
+      for (const [i, c] of COMBOS.entries()) {
         const id = `${c.version}/${c.curve}`;
         samples.set(id, [
           ...(samples.get(id) ?? []),
-          (perRound * 1000) / (performance.now() - start),
+          await (loops[i] as NebulaCertLoop).rate(perRound),
         ]);
       }
       log(`nebula-cert round ${r + 1}/${rounds} done`);
     }
-    for (const [id, s] of samples) rates.set(id, median(s));
-    return { rates };
+    return { rates: new Map([...samples].map(([id, s]) => [id, median(s)])) };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await Promise.all(loops.map((l) => l.close()));
   }
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 function runtimeName(): string {
