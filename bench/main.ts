@@ -212,6 +212,12 @@ async function main(): Promise<void> {
     cfssl_p99_ms: "p99Ms" in cfssl ? cfssl.p99Ms : null,
     enroll_vs_nebula_cert: pairedRatio(paired.nebulaCert),
     enroll_vs_cfssl: pairedRatio(paired.cfssl.map((r) => r.perSecond)),
+    /** Each local run at 64 concurrent with the alternatives measured right after it. */
+    paired_runs: paired.enroll.map((enrollPerS, i) => ({
+      enroll_per_s: enrollPerS,
+      cfssl_per_s: paired.cfssl[i]?.perSecond ?? null,
+      nebula_cert_per_s: paired.nebulaCert[i] ?? null,
+    })),
     cpu_ms_per_enroll: at64?.cpuMsPerEnroll ?? null,
     edge_only_per_s: local.baselines?.edgeOnly.perSecond ?? null,
     relay_round_trip_per_s: local.baselines?.relayRoundTrip.perSecond ?? null,
