@@ -59,7 +59,8 @@ export interface Database {
    * (SQLite would keep writing to the unlinked file and lose every write). One stat, skipped when
    * the last one that found the file is younger than `maxAgeMs` (reads pass 100 ms: a read of a
    * file deleted that recently still sees its last committed state; writes pass nothing and always
-   * look). Once the file is found gone, every later call throws.
+   * look). Once the file is found gone, or its WAL could not be synced (db/wal.ts), every later
+   * call throws.
    */
   assertReachable(maxAgeMs?: number): void;
   /** WAL syncs and checkpoints of a file database's writer (db/wal.ts); null for a server. */
@@ -160,6 +161,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         write = drizzle(next, { schema });
       },
       assertReachable(maxAgeMs = 0) {
+        const walFailure = walOffLoop?.failure();
+        if (walFailure) throw walFailure;
         if (path === null || fileIdentity === null || path === ":memory:") return;
         if (!gone && maxAgeMs > 0 && performance.now() - foundAt < maxAgeMs) return;
         const now = identityOf(path);

@@ -25,6 +25,13 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => "no error",
+    (e: unknown) => (e instanceof KeyholeError ? e.code : String(e)),
+  );
+}
+
 /** A writer client wired as db/client.ts wires it. */
 async function writer(
   options: Partial<Parameters<typeof createWalOffLoop>[0]> = {},
@@ -132,6 +139,34 @@ describe("WAL off the event loop", () => {
     expect((error as KeyholeError).code).toBe("storage_unavailable");
     expect(isStorageFailure(error)).toBe(true);
     expect((error as Error).message).not.toContain(dir);
+    // The disk's state is unknown after a failed sync: the database refuses from now on, before a
+    // writer begins anything.
+    expect(() => db.assertReachable()).toThrow(/restart the signer/);
+    expect(() => db.assertReachable(100)).toThrow(/restart the signer/);
+    expect(db.walStats()?.syncs).toBeGreaterThan(0);
+  });
+
+  it("a store whose WAL failed to sync refuses every later write and read until restarted", async () => {
+    const { openSignerStore } = await import("../signer/store/index.ts");
+    const store = await openSignerStore({ url: `file:${path}` });
+    cleanups.push(() => store.close());
+    const audit = (action: string) => ({
+      traceId: "0af7651916cd43dd8448eb211c80319c",
+      actor: "user:test",
+      org: "org-a",
+      action,
+      outcome: "ok" as const,
+    });
+    await store.recordAudit([audit("first")]);
+    unlinkSync(`${path}-wal`);
+    const failedWrite = await store.recordAudit([audit("second")]).catch((e: unknown) => e);
+    expect((failedWrite as KeyholeError).code).toBe("storage_unavailable");
+    // The writer checks the database (Database.assertReachable) before it begins a transaction.
+    expect(() => store.database.assertReachable()).toThrow(/restart the signer/);
+    const refused = await store.recordAudit([audit("third")]).catch((e: unknown) => e);
+    expect((refused as KeyholeError).code).toBe("storage_unavailable");
+    expect((refused as Error).message).toMatch(/restart the signer/);
+    expect(await codeOf(store.getNetwork("net_x"))).toBe("storage_unavailable");
   });
 
   it("is used by openDatabase for files: the writer's pragmas and its sync counter", async () => {

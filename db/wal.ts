@@ -66,6 +66,8 @@ export interface WalOffLoop {
   arm(): void;
   /** Resolves once everything committed so far is on disk; rejects when the WAL cannot be synced. */
   commitDurable(): Promise<void>;
+  /** The error of the first sync that failed (then kept: see syncWal), or null. */
+  failure(): KeyholeError | null;
   stats(): WalStats;
   /** Waits for a running checkpoint and closes the checkpoint connection. */
   close(): Promise<void>;
@@ -98,6 +100,7 @@ export function createWalOffLoop(options: WalOffLoopOptions): WalOffLoop {
   let failuresInARow = 0;
   let closed = false;
   let armed = false;
+  let failed: KeyholeError | null = null;
 
   async function syncWal(): Promise<void> {
     try {
@@ -108,12 +111,15 @@ export function createWalOffLoop(options: WalOffLoopOptions): WalOffLoop {
         await file.close();
       }
     } catch (e) {
-      throw new KeyholeError(
+      // After a failed sync the state of the file on disk is unknown (what the kernel dropped is
+      // not said), so the database takes no further writes until the signer restarts.
+      failed = new KeyholeError(
         "storage_unavailable",
-        "the database's write-ahead log could not be synced to disk",
+        "the database's write-ahead log could not be synced to disk; restart the signer once the disk is healthy",
         undefined,
         { cause: e },
       );
+      throw failed;
     }
     counters.syncs++;
   }
@@ -203,8 +209,10 @@ export function createWalOffLoop(options: WalOffLoopOptions): WalOffLoop {
     arm() {
       armed = true;
     },
+    failure: () => failed,
     async commitDurable() {
       if (!armed) return;
+      if (failed) throw failed;
       await sync();
       await checkpointIfDue();
     },
