@@ -83,7 +83,7 @@ export const SHARE_WINDOW_MS = 250;
  * served more than one caller), a new decrypt waits this long before it starts, and callers arriving
  * meanwhile share it. No plaintext exists while it waits. An isolated caller, or one after another,
  * never waits. Measured: at 64 concurrent enrollments it cuts KMS decrypts per certificate by about a
- * fifth for a few milliseconds on the first caller of each opening.
+ * fifth (0.046 to 0.036), at the cost of up to 10 ms for the first caller of each opening.
  */
 export const COALESCE_UNDER_LOAD_MS = 10;
 
