@@ -295,19 +295,8 @@ export function createSignerStore(
       .where(and(eq(hosts.networkId, ph("networkId")), sql`${hosts.lighthouse} = 1`))
       .orderBy(hosts.createdAt, hosts.id)
       .prepare(),
+    /** Revoked certificates not yet expired, with their end (the issuance view filters by it). */
     revoked: orm
-      .select({ fingerprint: certificates.fingerprint })
-      .from(certificates)
-      .where(
-        and(
-          eq(certificates.networkId, ph("networkId")),
-          isNotNull(certificates.revokedAt),
-          gt(certificates.notAfter, ph("nowMs")),
-        ),
-      )
-      .orderBy(certificates.fingerprint)
-      .prepare(),
-    revokedUntil: orm
       .select({ fingerprint: certificates.fingerprint, notAfter: certificates.notAfter })
       .from(certificates)
       .where(
@@ -346,7 +335,7 @@ export function createSignerStore(
     if (!active) throw new KeyholeError("not_found", "this network has no active CA");
     const keys = await hot.sealedKeys.all({ caId: active.id });
     const lighthouses = (await hot.lighthouses.all({ networkId: network.id })).map(hostRecord);
-    const revoked = await hot.revokedUntil.all({
+    const revoked = await hot.revoked.all({
       networkId: network.id,
       nowMs: clock().getTime(),
     });

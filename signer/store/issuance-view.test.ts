@@ -9,6 +9,7 @@ import { createSignerStore, type SignerStoreHandle } from "./index.ts";
 import {
   auditEvent,
   certFor,
+  hostInput,
   networkInput,
   newCa,
   openTestStore,
@@ -16,24 +17,6 @@ import {
   type TestStore,
 } from "./testing.ts";
 import type { NetworkRecord, RegisterHostInput, SignerStore } from "./types.ts";
-
-function hostInput(
-  networkId: string,
-  name: string,
-  extra: Partial<RegisterHostInput> = {},
-): RegisterHostInput {
-  return {
-    networkId,
-    name,
-    groups: [],
-    lighthouse: false,
-    staticAddrs: [],
-    certLifetimeS: 720 * 3600,
-    codeTtlS: 3600,
-    audit: [auditEvent("org-a", "host.register", { networkId })],
-    ...extra,
-  };
-}
 
 describe.each(STATEMENT_MODES)("issuance view, statements %s", (mode) => {
   let t: TestStore;

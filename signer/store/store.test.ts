@@ -6,6 +6,7 @@ import { isKeyholeError } from "../../core/errors.ts";
 import {
   auditEvent,
   certFor,
+  hostInput,
   networkInput,
   newCa,
   openTestStore,
@@ -13,7 +14,7 @@ import {
   STORE_TABLES,
   type TestStore,
 } from "./testing.ts";
-import type { NetworkRecord, RegisterHostInput, SignerStore } from "./types.ts";
+import type { NetworkRecord, SignerStore } from "./types.ts";
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -23,24 +24,6 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
     throw e;
   }
   return "no error";
-}
-
-function hostInput(
-  networkId: string,
-  name: string,
-  extra: Partial<RegisterHostInput> = {},
-): RegisterHostInput {
-  return {
-    networkId,
-    name,
-    groups: ["servers"],
-    lighthouse: false,
-    staticAddrs: [],
-    certLifetimeS: 720 * 3600,
-    codeTtlS: 3600,
-    audit: [auditEvent("org-a", "host.register", { networkId })],
-    ...extra,
-  };
 }
 
 async function counts(t: TestStore): Promise<Record<string, number>> {

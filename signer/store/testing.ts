@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { openDatabase } from "../../db/client.ts";
 import { createSignerStore, type SignerStoreHandle } from "./index.ts";
 import { newId } from "./secrets.ts";
-import type { AuditEventInput, CreateNetworkInput, NewCa } from "./types.ts";
+import type { AuditEventInput, CreateNetworkInput, NewCa, RegisterHostInput } from "./types.ts";
 
 export interface TestStore {
   store: SignerStoreHandle;
@@ -144,5 +144,24 @@ export function certFor(networkId: string, caId: string, hostId: string | null, 
     pem: `-----BEGIN NEBULA CERTIFICATE V2-----\n${randomBytes(60).toString("base64")}\n-----END NEBULA CERTIFICATE V2-----\n`,
     notBefore: now,
     notAfter: new Date(now.getTime() + 30 * 86400_000),
+  };
+}
+
+/** A host registration as the routes pass it (not a lighthouse, no static addresses). */
+export function hostInput(
+  networkId: string,
+  name: string,
+  extra: Partial<RegisterHostInput> = {},
+): RegisterHostInput {
+  return {
+    networkId,
+    name,
+    groups: ["servers"],
+    lighthouse: false,
+    staticAddrs: [],
+    certLifetimeS: 720 * 3600,
+    codeTtlS: 3600,
+    audit: [auditEvent("org-a", "host.register", { networkId })],
+    ...extra,
   };
 }
