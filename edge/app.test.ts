@@ -260,6 +260,22 @@ describe("input checked before relaying", () => {
     expect(sent).toBeLessThan(MAX_BODY_BYTES * 2);
   });
 
+  it("refuses a body over the limit whose Content-Length claims less", async () => {
+    const res = await makeEdge().request(
+      new Request("http://edge/v1/enroll", {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "content-length": "64",
+          "x-forwarded-for": freshAddress(),
+        },
+        body: `{"pad":"${"x".repeat(MAX_BODY_BYTES)}"}`,
+      }),
+    );
+    expect(res.status).toBe(413);
+    expect((await errorOf(res)).code).toBe("body_too_large");
+  });
+
   it("refuses wrong content type, malformed JSON, bad fields, unknown fields, bad ids", async () => {
     const cases: [string, Awaited<ReturnType<typeof post>>, number, string][] = [
       [
