@@ -190,6 +190,22 @@ Ctrl-C stops everything.
 `;
 }
 
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/**
+ * Miniflare answers SIGINT and SIGTERM by killing workerd and exiting on the spot, which would cut
+ * the ordered stop short (the signer drained and its database closed, then the edge, then the
+ * issuer). Once the stack runs these signals are the command's alone; Miniflare's exit hook stays,
+ * so workerd still ends with this process however it ends.
+ */
+function keepOnly(handler: () => void): void {
+  for (const signal of STOP_SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (listener !== handler) process.removeListener(signal, listener);
+    }
+  }
+}
+
 export async function stackCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -207,17 +223,22 @@ export async function stackCommand(argv: string[]): Promise<number> {
       throw new Error(`${name} must be a TCP port, got ${JSON.stringify(text)}`);
     return n;
   };
-  // Signals are handled from the first moment: a Ctrl-C while starting stops what already runs.
+  // Signals are handled from the first moment: a Ctrl-C while starting stops what already runs. A
+  // second one while stopping exits at once (the exit hook Miniflare keeps still ends workerd).
   const abort = new AbortController();
+  let resolveStopped = () => {};
   const stopped = new Promise<void>((res) => {
-    const onSignal = () => {
-      abort.abort();
-      res();
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    process.once("SIGHUP", onSignal);
+    resolveStopped = res;
   });
+  const onSignal = () => {
+    if (abort.signal.aborted) {
+      process.stderr.write("keyhole: stopping at once\n");
+      process.exit(130);
+    }
+    abort.abort();
+    resolveStopped();
+  };
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   let stack: RunningStack;
   try {
     stack = await startStack({
@@ -232,6 +253,7 @@ export async function stackCommand(argv: string[]): Promise<number> {
     process.stderr.write(`keyhole: the stack did not start: ${(e as Error).message}\n`);
     return abort.signal.aborted ? 130 : 1;
   }
+  keepOnly(onSignal);
   process.stdout.write(nextSteps(stack.api));
   await stopped;
   process.stderr.write("\nkeyhole: stopping...\n");
