@@ -192,6 +192,9 @@ Ctrl-C stops everything.
 
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
+const PORT_HINT =
+  "keyhole: the stack's ports are --port (edge, 8787), --signer-port (8443) and --issuer-port (8788), or KEYHOLE_EDGE_PORT, KEYHOLE_SIGNER_PORT and KEYHOLE_DEV_ISSUER_PORT\n";
+
 /**
  * Miniflare answers SIGINT and SIGTERM by killing workerd and exiting on the spot, which would cut
  * the ordered stop short (the signer drained and its database closed, then the edge, then the
@@ -250,7 +253,9 @@ export async function stackCommand(argv: string[]): Promise<number> {
       signal: abort.signal,
     });
   } catch (e) {
-    process.stderr.write(`keyhole: the stack did not start: ${(e as Error).message}\n`);
+    const message = (e as Error).message;
+    process.stderr.write(`keyhole: the stack did not start: ${message}\n`);
+    if (/in use/i.test(message)) process.stderr.write(PORT_HINT);
     return abort.signal.aborted ? 130 : 1;
   }
   keepOnly(onSignal);

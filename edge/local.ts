@@ -108,6 +108,9 @@ export async function startEdgeInMiniflare(
   const tls = await relayTls(options.tls);
   const rates: RateRules = { ...DEFAULT_RATES, ...options.rates };
   const log = workerLog(options.vars.KEYHOLE_SIGNERS);
+  // workerd's last words, for a start-up error that would otherwise point at output nobody saw.
+  const stderrTail: string[] = [];
+  let stderrClosed: Promise<void> = Promise.resolve();
 
   const mf = new Miniflare({
     modules: true,
@@ -148,11 +151,29 @@ export async function startEdgeInMiniflare(
         if (options.verbose) process.stderr.write(`${line}\n`);
       });
       if (options.verbose) stderr.pipe(process.stderr);
-      else stderr.resume();
+      const lines = createInterface({ input: stderr });
+      stderrClosed = new Promise((done) => lines.once("close", done));
+      lines.on("line", (line) => {
+        const plain = stripAnsi(line).trim();
+        if (plain === "" || plain.startsWith("stack: ")) return;
+        stderrTail.push(plain.slice(0, 300));
+        if (stderrTail.length > STDERR_LINES_KEPT) stderrTail.shift();
+      });
     },
   });
-  await mf.ready;
-  const url = (await mf.unsafeGetDirectURL()).toString().replace(/\/$/, "");
+  let url: string;
+  try {
+    await mf.ready;
+    url = (await mf.unsafeGetDirectURL()).toString().replace(/\/$/, "");
+  } catch (e) {
+    // A port in use, for one: what Miniflare started (workerd, its loopback server) must not keep
+    // this process alive after the error is reported.
+    await mf.dispose().catch(() => {});
+    // workerd's stderr may still be on its way when Miniflare gives up; wait for it, briefly.
+    await Promise.race([stderrClosed, new Promise((r) => setTimeout(r, 1_000))]);
+    log.close();
+    throw startupError(e, stderrTail);
+  }
   return {
     url,
     mf,
@@ -165,6 +186,35 @@ export async function startEdgeInMiniflare(
       log.close();
     },
   };
+}
+
+const STDERR_LINES_KEPT = 12;
+
+/**
+ * Miniflare's start-up error, made to say what happened: a port in use is named (Miniflare names it
+ * only when it read workerd's output in time), any other failure carries workerd's last lines.
+ */
+function startupError(e: unknown, workerdSaid: readonly string[]): Error {
+  const error = e instanceof Error ? e : new Error(String(e));
+  const taken =
+    /Address already in use \(([^)\s]+)\)/.exec(error.message)?.[1] ??
+    workerdSaid
+      .map((line) => /Address already in use; toString\(\) = (\S+)/.exec(line)?.[1])
+      .find((address) => address !== undefined);
+  if (taken !== undefined) {
+    return new Error(
+      `the edge cannot listen on ${taken}: the address is in use; stop what runs there or choose another port`,
+      { cause: error },
+    );
+  }
+  if (workerdSaid.length === 0) return error;
+  const message = error.message.replace(/ There is likely additional logging output above\.$/, "");
+  return new Error(`${message} workerd said:\n  ${workerdSaid.join("\n  ")}`, { cause: error });
+}
+
+function stripAnsi(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal colour codes are what it removes
+  return text.replace(/\x1b\[[0-9;]*m/g, "");
 }
 
 /** Reads the worker's stdout: its "edge request" lines, kept by trace id and as relay attempts. */

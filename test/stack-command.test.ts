@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -22,11 +22,8 @@ interface Started {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-async function startStackCommand(): Promise<Started> {
-  const edgePort = await freePort();
-  const signerPort = await freePort();
-  const issuerPort = await freePort();
-  const child = spawn(
+function spawnStackCommand(edgePort: number, signerPort: number, issuerPort: number) {
+  return spawn(
     process.execPath,
     [
       join(REPO_ROOT, "bin/keyhole.mjs"),
@@ -40,6 +37,13 @@ async function startStackCommand(): Promise<Started> {
     ],
     { cwd: REPO_ROOT, env: { ...process.env, KEYHOLE_DATA_DIR: dir } },
   );
+}
+
+async function startStackCommand(): Promise<Started> {
+  const edgePort = await freePort();
+  const signerPort = await freePort();
+  const issuerPort = await freePort();
+  const child = spawnStackCommand(edgePort, signerPort, issuerPort);
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (b: Buffer) => {
@@ -113,4 +117,29 @@ describe("keyhole stack", () => {
     expect((await second.exited).code, second.output().stderr).toBe(0);
     expect(second.output().stderr).toContain("keyhole: stopped");
   }, 240_000);
+
+  it("says which port is taken, stops what it started and exits 1", async () => {
+    const busy = createServer();
+    await new Promise<void>((done) => busy.listen(0, "127.0.0.1", done));
+    const edgePort = (busy.address() as { port: number }).port;
+    const signerPort = await freePort();
+    try {
+      const child = spawnStackCommand(edgePort, signerPort, await freePort());
+      let stderr = "";
+      child.stderr?.on("data", (b: Buffer) => {
+        stderr += b.toString();
+      });
+      const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+      const code = await new Promise<number | null>((done) => child.once("exit", done));
+      clearTimeout(timer);
+      expect(code, stderr).toBe(1);
+      expect(stderr).toContain(
+        `keyhole: the stack did not start: the edge cannot listen on 127.0.0.1:${edgePort}: the address is in use; stop what runs there or choose another port`,
+      );
+      expect(stderr).toContain("--port (edge, 8787)");
+      expect(await portOpen(signerPort)).toBe(false);
+    } finally {
+      busy.close();
+    }
+  }, 120_000);
 });
