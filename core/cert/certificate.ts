@@ -4,6 +4,7 @@
  * `nebula-cert print -json` (1.11) shows.
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
+import { bytesEqual } from "./der.ts";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, formatCidr, is4In6, isUnspecified, parseCidr } from "./ip.ts";
 import { sha256HexOf } from "./native.ts";
@@ -246,12 +247,6 @@ export function prepareCertificate(
   };
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /**
  * Decodes a marshalled certificate (a PEM body) of the given version. Accepts only what Nebula
  * would accept, in the canonical encoding Nebula writes; throws CertError and nothing else.
@@ -278,7 +273,7 @@ export function decodeCertificate(raw: Uint8Array, version: CertVersion): Nebula
       const decoded = decodeV2(copy);
       d = decoded.fields;
       checkDecoded(2, d);
-      if (!equalBytes(encodeV2Details(d), decoded.rawDetails)) {
+      if (!bytesEqual(encodeV2Details(d), decoded.rawDetails)) {
         throw new CertError(
           "malformed_certificate",
           "v2 details are not in the encoding Nebula writes",
@@ -286,7 +281,7 @@ export function decodeCertificate(raw: Uint8Array, version: CertVersion): Nebula
       }
       cert = assembleCertificate(2, d, decoded.signature, decoded.rawDetails);
     }
-    if (!equalBytes(cert.raw, copy)) {
+    if (!bytesEqual(cert.raw, copy)) {
       throw new CertError(
         "malformed_certificate",
         `v${version} certificate is not in the encoding Nebula writes`,

@@ -153,6 +153,14 @@ export function derUnsignedIntegerValue(magnitude: Uint8Array): Uint8Array {
   return m;
 }
 
+/** Same length and bytes; the time taken does not depend on where they differ. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
+  return d === 0;
+}
+
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
   let len = 0;
   for (const p of parts) len += p.length;

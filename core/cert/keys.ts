@@ -6,6 +6,7 @@
  */
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { p256 } from "@noble/curves/nist.js";
+import { bytesEqual } from "./der.ts";
 import { CertError } from "./errors.ts";
 import { encodePem, parseSinglePemBlock } from "./pem.ts";
 import type { Curve } from "./types.ts";
@@ -184,33 +185,34 @@ function invalidPrivate(message: string): CertError {
   return new CertError("invalid_private_key", message);
 }
 
+export const MISMATCHED_ED25519_HALVES = "the Ed25519 CA key's two halves do not belong together";
+
 /** Checks private key bytes for the curve and role (never echoes them). */
 export function checkPrivateKey(curve: Curve, privateKey: Uint8Array, isCA: boolean): void {
+  checkPrivateKeyShape(curve, privateKey, isCA);
+  if (curve === "CURVE25519" && isCA) {
+    const pub = ed25519.getPublicKey(privateKey.subarray(0, 32));
+    if (!bytesEqual(pub, privateKey.subarray(32))) throw invalidPrivate(MISMATCHED_ED25519_HALVES);
+  }
+}
+
+/**
+ * Lengths and range only: an Ed25519 CA key's public half is not checked against its seed here. A
+ * caller that skips that check derives the public key itself and compares (see signer.ts).
+ */
+export function checkPrivateKeyShape(curve: Curve, privateKey: Uint8Array, isCA: boolean): void {
   if (!(privateKey instanceof Uint8Array)) throw invalidPrivate("the private key must be bytes");
   if (curve === "CURVE25519") {
-    if (isCA) {
-      if (privateKey.length !== 64)
-        throw invalidPrivate("an Ed25519 CA key is 64 bytes (seed and public key)");
-      const pub = ed25519.getPublicKey(privateKey.subarray(0, 32));
-      if (!equal(pub, privateKey.subarray(32))) {
-        throw invalidPrivate("the Ed25519 CA key's two halves do not belong together");
-      }
-    } else if (privateKey.length !== 32) {
+    if (isCA && privateKey.length !== 64)
+      throw invalidPrivate("an Ed25519 CA key is 64 bytes (seed and public key)");
+    if (!isCA && privateKey.length !== 32)
       throw invalidPrivate("an X25519 private key is 32 bytes");
-    }
     return;
   }
   if (curve !== "P256") throw new CertError("wrong_curve", `unknown curve ${String(curve)}`);
   if (privateKey.length !== 32) throw invalidPrivate("a P-256 private key is 32 bytes");
   const n = bytesToBigInt(privateKey);
   if (n === 0n || n >= P256_ORDER) throw invalidPrivate("the P-256 private key is out of range");
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
-  return d === 0;
 }
 
 /** Host (X25519, P256) and CA (Ed25519, ECDSA P256) private keys; encrypted CA keys are refused. */

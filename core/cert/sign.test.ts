@@ -345,6 +345,47 @@ describe("signer implementations", () => {
     expect(() => p1363ToLowSDer(new Uint8Array(63))).toThrow(CertError);
   });
 
+  it("refuses an Ed25519 CA key whose halves do not match, and P-256 scalars out of range, on every path", async () => {
+    const k = await generateCaKeyPair("CURVE25519");
+    const halves = k.privateKey.slice();
+    halves[40] = (halves[40] as number) ^ 1;
+    const order = Uint8Array.from(Buffer.from(P256_ORDER.toString(16).padStart(64, "0"), "hex"));
+    const refusals: [Curve, Uint8Array][] = [
+      ["CURVE25519", halves],
+      ["P256", new Uint8Array(32)],
+      ["P256", order],
+      ["P256", new Uint8Array(32).fill(0xff)],
+    ];
+    for (const [curve, key] of refusals) {
+      const paths = {
+        default: () => signerFromPrivateKey(curve, key),
+        webcrypto: () => webCryptoSignerFromPrivateKey(curve, key),
+        noble: async () => nobleSignerFromPrivateKey(curve, key),
+      };
+      for (const [name, make] of Object.entries(paths)) {
+        const e = await make().then(
+          () => null,
+          (err: unknown) => err,
+        );
+        expect(e, `${curve} ${name}`).toBeInstanceOf(CertError);
+        expect((e as CertError).code, `${curve} ${name}`).toBe("invalid_private_key");
+      }
+    }
+  });
+
+  it("derives the P-256 public key natively for the smallest and largest scalars", async () => {
+    const scalars = [1n, 2n, P256_ORDER - 1n].map((n) =>
+      Uint8Array.from(Buffer.from(n.toString(16).padStart(64, "0"), "hex")),
+    );
+    for (const scalar of scalars) {
+      const native = await signerFromPrivateKey("P256", scalar);
+      const noble = nobleSignerFromPrivateKey("P256", scalar);
+      expect(native.publicKey).toEqual(noble.publicKey);
+      const m = new Uint8Array([1, 2, 3]);
+      expect(verifyMessageSync("P256", noble.publicKey, m, await native.sign(m))).toBe(true);
+    }
+  });
+
   it("refuses a private key of the wrong length before any runtime sees it", async () => {
     for (const curve of ["CURVE25519", "P256"] as const) {
       await expect(signerFromPrivateKey(curve, new Uint8Array(31))).rejects.toBeInstanceOf(

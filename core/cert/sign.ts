@@ -12,6 +12,7 @@ import {
   type WireDetails,
 } from "./certificate.ts";
 import { checkCaConstraints } from "./constraints.ts";
+import { bytesEqual } from "./der.ts";
 import { CertError } from "./errors.ts";
 import { type Cidr, compareCidr, parseCidr } from "./ip.ts";
 import { checkPublicKey } from "./keys.ts";
@@ -20,12 +21,6 @@ import type { CertificateDetails, NebulaCertificate } from "./types.ts";
 
 function invalid(message: string): CertError {
   return new CertError("invalid_details", message);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 // Issuer bytes per CA certificate, decoded once.
@@ -82,7 +77,7 @@ export async function signCertificate(
   if (ca === null) {
     if (!details.isCA)
       throw invalid("a certificate without a CA must be a self-signed CA (isCA true)");
-    if (!sameBytes(signer.publicKey, details.publicKey)) {
+    if (!bytesEqual(signer.publicKey, details.publicKey)) {
       throw new CertError("key_mismatch", "a self-signed CA must be signed by its own key");
     }
     issuer = new Uint8Array(0);
@@ -93,7 +88,7 @@ export async function signCertificate(
     if (ca.curve !== curve) {
       throw new CertError("wrong_curve", `the host key is ${curve} but the CA is ${ca.curve}`);
     }
-    if (!sameBytes(signer.publicKey, ca.publicKey)) {
+    if (!bytesEqual(signer.publicKey, ca.publicKey)) {
       throw new CertError("key_mismatch", "the signing key does not belong to the CA certificate");
     }
     issuer = issuerBytesOf(ca);
