@@ -21,10 +21,11 @@ function tooLarge(): KeyholeError {
 
 /** Reads at most `limit` bytes; throws body_too_large as soon as the stream passes it. */
 export async function readBodyBytes(request: Request, limit = MAX_BODY_BYTES): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) throw tooLarge();
+  const header = request.headers.get("content-length");
+  const declared = header !== null && /^\d+$/.test(header) ? Number(header) : null;
+  if (declared !== null && declared > limit) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
-  if (declared !== null && /^\d+$/.test(declared)) {
+  if (declared !== null) {
     // HTTP frames such a body by its Content-Length: the runtime delivers exactly that many bytes
     // (or fails the read), so it is bounded already and can be read in one native call.
     const bytes = new Uint8Array(await request.arrayBuffer());

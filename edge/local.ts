@@ -12,6 +12,7 @@ import { dirname, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
+import { stripVTControlCharacters } from "node:util";
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
 import type { EdgeLogLine } from "./app.ts";
@@ -154,7 +155,7 @@ export async function startEdgeInMiniflare(
       const lines = createInterface({ input: stderr });
       stderrClosed = new Promise((done) => lines.once("close", done));
       lines.on("line", (line) => {
-        const plain = stripAnsi(line).trim();
+        const plain = stripVTControlCharacters(line).trim();
         if (plain === "" || plain.startsWith("stack: ")) return;
         stderrTail.push(plain.slice(0, 300));
         if (stderrTail.length > STDERR_LINES_KEPT) stderrTail.shift();
@@ -170,7 +171,7 @@ export async function startEdgeInMiniflare(
     // this process alive after the error is reported.
     await mf.dispose().catch(() => {});
     // workerd's stderr may still be on its way when Miniflare gives up; wait for it, briefly.
-    await Promise.race([stderrClosed, new Promise((r) => setTimeout(r, 1_000))]);
+    await Promise.race([stderrClosed, new Promise((r) => setTimeout(r, 1_000).unref())]);
     log.close();
     throw startupError(e, stderrTail);
   }
@@ -210,11 +211,6 @@ function startupError(e: unknown, workerdSaid: readonly string[]): Error {
   if (workerdSaid.length === 0) return error;
   const message = error.message.replace(/ There is likely additional logging output above\.$/, "");
   return new Error(`${message} workerd said:\n  ${workerdSaid.join("\n  ")}`, { cause: error });
-}
-
-function stripAnsi(text: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal colour codes are what it removes
-  return text.replace(/\x1b\[[0-9;]*m/g, "");
 }
 
 /** Reads the worker's stdout: its "edge request" lines, kept by trace id and as relay attempts. */

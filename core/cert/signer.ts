@@ -7,6 +7,7 @@
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { p256 } from "@noble/curves/nist.js";
+import { hexToBytes } from "@noble/hashes/utils.js";
 import {
   bufferSource,
   bytesEqual,
@@ -61,13 +62,9 @@ const ED25519_PKCS8_PREFIX = Uint8Array.of(
 
 // PKCS#8 wrapping of a bare P-256 scalar (RFC 5915 ECPrivateKey without its optional public key,
 // which the runtime then computes).
-const P256_PKCS8_PREFIX = hexBytes(
+const P256_PKCS8_PREFIX = hexToBytes(
   "3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420",
 );
-
-function hexBytes(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
-}
 
 function base64url(bytes: Uint8Array): string {
   let bin = "";
