@@ -5,7 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
+import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
 import { DecryptCommand, DisabledException, KMSClient } from "@aws-sdk/client-kms";
+import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   MOTO_CREDENTIALS,
@@ -14,7 +16,7 @@ import {
   startMoto,
 } from "../../test/support/moto.ts";
 import { describeWith } from "../../test/support/tools.ts";
-import { classifyKmsError } from "./aws.ts";
+import { classifyKmsError, kmsRequestHandler } from "./aws.ts";
 import { createCustody, type KeyCustody, type SealedCopy } from "./index.ts";
 
 import { CTX, caught, openAndKeep } from "./testing.ts";
@@ -27,6 +29,22 @@ interface Pair {
   b: MotoRegion;
   keyA: string;
   keyB: string;
+}
+
+/** A region endpoint that misbehaves below HTTP: `answer` gets each connection's first bytes. */
+async function rawRegion(
+  answer: (socket: import("node:net").Socket) => void,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const server: TcpServer = createTcpServer((socket) => {
+    socket.on("error", () => {});
+    socket.once("data", () => answer(socket));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const addr = server.address();
+  return {
+    url: `http://127.0.0.1:${typeof addr === "object" && addr !== null ? addr.port : 0}`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
 }
 
 async function startPair(): Promise<Pair> {
@@ -281,6 +299,53 @@ describeWith([motoServer], "aws custody against two moto_server regions", () => 
         ).outcome,
       ).toBe("unavailable");
       expect(classifyKmsError(named("ValidationException")).outcome).toBe("error");
+    });
+  });
+
+  describe("region A broken below KMS (reset connections, answers that are not KMS's)", () => {
+    it("KMS calls go through the runtime's own HTTP client: Bun's fetch under Bun, node:http elsewhere", () => {
+      const handler = kmsRequestHandler(250);
+      if (process.versions.bun !== undefined) expect(handler).toBeInstanceOf(FetchHttpHandler);
+      else expect(handler).toEqual({ connectionTimeout: 250, requestTimeout: 250 });
+    });
+
+    it("a region that resets the connection fails over to B, with no request id from A", async () => {
+      const sealer = await custodyFor(p);
+      const key = randomBytes(64);
+      const { copies } = await sealer.sealCaKey(key, CTX);
+      const reset = await rawRegion((socket) => socket.resetAndDestroy());
+      try {
+        const c = await custodyFor(p, {}, { [A]: reset.url, [B]: p.b.url });
+        const { result, seen } = await openAndKeep(c, copies);
+        expect(seen).toEqual(new Uint8Array(key));
+        expect(result.attempts.map((a) => [a.region, a.outcome, a.error, a.requestId])).toEqual([
+          [A, "unavailable", "network: ECONNRESET", null],
+          [B, "ok", undefined, result.attempts[1]?.requestId],
+        ]);
+      } finally {
+        await reset.close();
+      }
+    });
+
+    it("a region answering 500 with a body that is not KMS's fails over to B", async () => {
+      const sealer = await custodyFor(p);
+      const key = randomBytes(64);
+      const { copies } = await sealer.sealCaKey(key, CTX);
+      const broken = await rawRegion((socket) =>
+        socket.end("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 9\r\n\r\nnot json!"),
+      );
+      try {
+        const c = await custodyFor(p, {}, { [A]: broken.url, [B]: p.b.url });
+        const { result, seen } = await openAndKeep(c, copies);
+        expect(seen).toEqual(new Uint8Array(key));
+        expect(result.attempts.map((a) => [a.region, a.outcome])).toEqual([
+          [A, "unavailable"],
+          [B, "ok"],
+        ]);
+        expect(result.attempts[0]?.error).toMatch(/HTTP 500/);
+      } finally {
+        await broken.close();
+      }
     });
   });
 

@@ -10,6 +10,7 @@ import {
   KMSClient,
   type KMSClientConfig,
 } from "@aws-sdk/client-kms";
+import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 import { contextForKms } from "./context.ts";
 import { type Answer, RegionFailure, type RegionKms } from "./custody.ts";
 import {
@@ -73,11 +74,7 @@ export function prepareAwsRegions(
     const clientConfig: KMSClientConfig = {
       region,
       maxAttempts: 1,
-      // The SDK builds its Node handler from these; our own timer and AbortSignal bound each attempt too.
-      requestHandler: {
-        connectionTimeout: options.attemptTimeoutMs,
-        requestTimeout: options.attemptTimeoutMs,
-      },
+      requestHandler: kmsRequestHandler(options.attemptTimeoutMs),
     };
     const endpoint = config.endpoints?.[region];
     if (endpoint !== undefined) {
@@ -92,6 +89,21 @@ export function prepareAwsRegions(
     if (config.credentials !== undefined) clientConfig.credentials = config.credentials;
     return new AwsRegionKms(region, config.keys[region] as string, new KMSClient(clientConfig));
   });
+}
+
+/**
+ * How the SDK sends a KMS call. Under Bun (the signer) it is the SDK's fetch handler on Bun's native
+ * fetch: the SDK's default handler goes through Bun's node:http layer, which cost 0.8-1.1 ms more CPU
+ * per Decrypt against moto here (2.2-3.4 ms against 1.2-2.3 ms, five paired rounds of 200 calls).
+ * Elsewhere the SDK's node:http handler.
+ * Either way the timeout bounds one attempt, and custody's own timer and AbortSignal bound it too.
+ */
+export function kmsRequestHandler(
+  timeoutMs: number,
+): NonNullable<KMSClientConfig["requestHandler"]> {
+  if (process.versions.bun !== undefined)
+    return new FetchHttpHandler({ requestTimeout: timeoutMs });
+  return { connectionTimeout: timeoutMs, requestTimeout: timeoutMs };
 }
 
 export class AwsRegionKms implements RegionKms {
