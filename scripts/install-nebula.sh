@@ -2,6 +2,8 @@
 # Installs the two Nebula releases the tests judge certificates with:
 #   - Debian 12's own `nebula` package (1.6.1: v1 certificates, Curve25519) into /usr/bin
 #   - nebula 1.11.0 from Debian's unstable suite, unpacked (not installed) into .cache/nebula-1.11
+# and the other Debian packages the tests run: iproute2 and iputils-ping (nebula in network
+# namespaces), golang-cfssl (`cfssl serve`, the benchmark's online-CA comparison).
 # Needs root for apt. Safe to re-run: it does nothing when both are already there.
 set -eu
 
@@ -11,10 +13,11 @@ dest="$cache/nebula-1.11"
 
 say() { printf 'install-nebula: %s\n' "$*" >&2; }
 
-if ! command -v nebula-cert >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v ping >/dev/null 2>&1; then
-  say "installing Debian's nebula (1.6.1), iproute2, iputils-ping"
+if ! command -v nebula-cert >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 ||
+  ! command -v ping >/dev/null 2>&1 || ! command -v cfssl >/dev/null 2>&1; then
+  say "installing Debian's nebula (1.6.1), iproute2, iputils-ping, golang-cfssl"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nebula iproute2 iputils-ping >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nebula iproute2 iputils-ping golang-cfssl >/dev/null
 fi
 
 if [ -x "$dest/usr/bin/nebula-cert" ] && "$dest/usr/bin/nebula-cert" -version 2>/dev/null | grep -q '1\.11\.'; then

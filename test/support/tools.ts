@@ -19,7 +19,7 @@ export interface Tool {
   missing: string;
 }
 
-function probe(
+export function probe(
   name: string,
   path: string,
   versionArgs: string[],
