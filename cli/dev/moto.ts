@@ -5,7 +5,7 @@
  * KEYHOLE_KMS=aws. Every process started here is killed at process exit (tests also after each file).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import {
   CreateKeyCommand,
@@ -78,16 +78,49 @@ function killHard(child: ChildProcess): void {
   }
 }
 
+/**
+ * A loopback port free right now, for a server about to start on it. Chosen at random below the
+ * kernel's ephemeral range: a port from bind(0) comes from the range that outgoing connections take
+ * their source ports from, and on a busy machine (a test suite, a benchmark) one of them can take it
+ * before the server binds it. Falls back to bind(0) where no such range is left.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const top = ephemeralRangeStart();
+  if (top - LOWEST_CHOSEN_PORT >= 1000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = LOWEST_CHOSEN_PORT + Math.floor(Math.random() * (top - LOWEST_CHOSEN_PORT));
+      if ((await listenOnce(port)) !== null) return port;
+    }
+  }
+  const any = await listenOnce(0);
+  if (any === null) throw new Error("no free loopback port");
+  return any;
+}
+
+const LOWEST_CHOSEN_PORT = 10_000;
+
+/** First port of the ephemeral range (Linux: ip_local_port_range; 32768 where it cannot be read). */
+export function ephemeralRangeStart(): number {
+  try {
+    const low = Number(
+      readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
+    );
+    if (Number.isInteger(low) && low > 0) return low;
+  } catch {
+    // not Linux
+  }
+  return 32_768;
+}
+
+/** Listens on 127.0.0.1:port and closes again; the port bound, or null when it was taken. */
+function listenOnce(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.once("error", () => resolve(null));
+    server.listen(port, "127.0.0.1", () => {
       const address = server.address();
       server.close(() =>
-        typeof address === "object" && address !== null
-          ? resolve(address.port)
-          : reject(new Error("no port")),
+        resolve(typeof address === "object" && address !== null ? address.port : null),
       );
     });
   });

@@ -4,9 +4,9 @@
  * edge and signer are proven against an identity provider that is not our own dev issuer.
  */
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair } from "jose";
 import Provider from "oidc-provider";
+import { freePort } from "../../cli/dev/moto.ts";
 
 export interface TestOpenIdProvider {
   issuer: string;
@@ -30,13 +30,7 @@ export async function startTestOpenIdProvider(
   const { privateKey } = await generateKeyPair("ES256", { extractable: true });
   const jwk = { ...(await exportJWK(privateKey)), alg: "ES256", use: "sig", kid: "op-es256" };
   let server: Server | undefined;
-  const listening = await new Promise<number>((ok) => {
-    const probe = createServer();
-    probe.listen(0, "127.0.0.1", () => {
-      const port = (probe.address() as AddressInfo).port;
-      probe.close(() => ok(port));
-    });
-  });
+  const listening = await freePort();
   const issuer = `http://127.0.0.1:${listening}`;
   const provider = new Provider(issuer, {
     clients: [
