@@ -27,16 +27,12 @@ interface Level {
   concurrency: number;
   requests: number;
   errors: number;
-  perSecond: number;
-  p99Ms: number;
-  kmsDecryptsPerCert: number;
-  cpuMsPerEnroll: { signer: number; workerd: number; loadGenerator: number };
+  cpuMsPerEnroll: { signer: number; workerd: number };
 }
 interface Scenario {
   name: string;
   skipped?: string;
   levels?: Level[];
-  isolatedDecrypts?: number;
 }
 interface Summary {
   cores: number;

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
-import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
+import { createServer as createTcpServer, type Socket, type Server as TcpServer } from "node:net";
 import { DecryptCommand, DisabledException, KMSClient } from "@aws-sdk/client-kms";
 import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -33,7 +33,7 @@ interface Pair {
 
 /** A region endpoint that misbehaves below HTTP: `answer` gets each connection's first bytes. */
 async function rawRegion(
-  answer: (socket: import("node:net").Socket) => void,
+  answer: (socket: Socket) => void,
 ): Promise<{ url: string; close(): Promise<void> }> {
   const server: TcpServer = createTcpServer((socket) => {
     socket.on("error", () => {});
